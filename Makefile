@@ -1,0 +1,46 @@
+# yolo-kserve: two commands do all set-up on a fresh machine:
+#   make serve   local predictor + transformer (yolov3-tiny) on 127.0.0.1, transformer REST on :8080
+#   make test    everything in tests/ (unit, component with real servers, fault and fuzz tiers)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL_DIR ?= models/yolov3-tiny
+HTTP_PORT ?= 8080
+PREDICTOR_HTTP_PORT ?= 8085
+PREDICTOR_GRPC_PORT ?= 8086
+TRANSFORMER_GRPC_PORT ?= 8081
+PYTEST_ARGS ?=
+
+.PHONY: all venv model serve test test-unit test-component bench lint clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+model: venv
+	$(PY) -m predictor.fetch --dest $(MODEL_DIR)
+
+serve: model
+	@bash scripts/serve.sh "$(PY)" "$(MODEL_DIR)" "$(HTTP_PORT)" "$(TRANSFORMER_GRPC_PORT)" "$(PREDICTOR_HTTP_PORT)" "$(PREDICTOR_GRPC_PORT)"
+
+test: model
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
+
+test-component: model
+	$(PY) -m pytest -q -m component $(PYTEST_ARGS)
+
+bench: model
+	$(VENV)/bin/yolo-kserve bench --start-stack --model-dir $(MODEL_DIR)
+
+clean:
+	rm -rf $(VENV) models .pytest_cache

@@ -1,0 +1,106 @@
+"""Predictor settings: one frozen, typed object built from the command line.
+
+The parser extends ``kserve.model_server.parser`` (``--model_name``, ``--http_port``,
+``--grpc_port``, ...) with the predictor's own flags; nothing reads the environment in handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+from predictor.engine import ENGINES, PRECISIONS
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    #: Name the model is served under (must equal the transformer's ``--model_name``).
+    model_name: str = "yolov3"
+    #: Directory holding exactly one ``.cfg``, ``.weights`` and ``.names`` (KServe's storage
+    #: initializer unpacks ``storageUri`` / ``STORAGE_URI`` to ``/mnt/models``).
+    model_dir: str = "/mnt/models"
+    #: Declared network input size (square); 0 takes ``width``/``height`` from the cfg's ``[net]``.
+    #: Any multiple of 32 is accepted at request time; this is what metadata advertises.
+    input_size: int = 0
+    #: ``onnxruntime`` (default) or ``openvino``.
+    engine: str = "onnxruntime"
+    #: ``fp32`` (Darknet-exact) or ``bf16`` (OpenVINO only; faster, confidences shift by <= ~0.04).
+    precision: str = "fp32"
+    #: Inference threads; 0 = the CPUs available to the process (affinity and cgroup quota).
+    threads: int = 0
+    #: Dynamic batching: at most this many images per engine call.
+    max_batch_size: int = 4
+    #: Dynamic batching: wait up to this long for more requests once one is queued (0 = only
+    #: batch what is already waiting while the engine is busy; adds no latency).
+    max_batch_delay_ms: float = 0.0
+    #: Images allowed to wait for the engine; beyond that requests fail fast with UNAVAILABLE/503.
+    max_queue: int = 64
+    #: Largest accepted input side in pixels (multiple of 32).
+    max_input_size: int = 1536
+    #: Images per request at most.
+    max_request_batch: int = 16
+    #: Write the built ONNX graph here on load (for other runtimes), then keep serving.
+    export_onnx: str = ""
+    #: Default decode parameters (overridable per request).
+    confidence: float = 0.5
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    http_port: int = 8080
+    grpc_port: int = 8081
+    enable_grpc: bool = True
+    #: Seconds a SIGTERM waits for in-flight requests.
+    grace_period: int = 30
+    #: Largest REST request body (a v2 JSON tensor of 8 x 608^2 images is ~35 MB).
+    max_body_bytes: int = 64 * 1024 * 1024
+    #: One JSON object per log line.
+    json_logs: bool = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import kserve.model_server
+
+    p = argparse.ArgumentParser(
+        prog="python -m predictor",
+        description="Serve a Darknet YOLOv3 model (.cfg + .weights + .names) as a KServe model.",
+        parents=[kserve.model_server.parser],
+        conflict_handler="resolve",
+    )
+    d = PredictorSettings()
+    p.set_defaults(model_name=d.model_name)
+    p.add_argument("--model_dir", default=d.model_dir, help="directory with the .cfg, .weights and .names files")
+    p.add_argument("--input_size", type=int, default=d.input_size, help="network input size (multiple of 32; 0 = from cfg)")
+    p.add_argument("--engine", choices=ENGINES, default=d.engine)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument("--threads", type=int, default=d.threads, help="inference threads (0 = CPUs available)")
+    p.add_argument("--max_batch_size", type=int, default=d.max_batch_size)
+    p.add_argument("--max_batch_delay_ms", type=float, default=d.max_batch_delay_ms)
+    p.add_argument("--max_queue", type=int, default=d.max_queue, help="images waiting before 503/UNAVAILABLE")
+    p.add_argument("--max_input_size", type=int, default=d.max_input_size)
+    p.add_argument("--max_request_batch", type=int, default=d.max_request_batch)
+    p.add_argument("--export_onnx", default=d.export_onnx, help="also write the ONNX graph to this path")
+    p.add_argument("--confidence", type=float, default=d.confidence)
+    p.add_argument("--iou_threshold", type=float, default=d.iou_threshold)
+    p.add_argument("--max_detections", type=int, default=d.max_detections)
+    p.add_argument("--grace_period", type=int, default=d.grace_period)
+    p.add_argument("--max_body_bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--json_logs", action="store_true", help="log one JSON object per line")
+    return p
+
+
+def _check(s: PredictorSettings) -> None:
+    if s.input_size and (s.input_size % 32 or not 32 <= s.input_size <= s.max_input_size):
+        raise ValueError(f"--input_size {s.input_size} must be a multiple of 32 in [32, {s.max_input_size}]")
+    if s.max_batch_size < 1 or s.max_queue < 1 or s.max_request_batch < 1:
+        raise ValueError("--max_batch_size, --max_queue and --max_request_batch must be >= 1")
+    if s.precision == "bf16" and s.engine != "openvino":
+        raise ValueError("--precision bf16 needs --engine openvino")
+    if not 0 <= s.confidence <= 1 or not 0 <= s.iou_threshold <= 1:
+        raise ValueError("--confidence and --iou_threshold must be in [0, 1]")
+
+
+def parse_settings(argv: list[str] | None = None) -> PredictorSettings:
+    ns = build_parser().parse_args(argv)
+    values = {f.name: getattr(ns, f.name) for f in fields(PredictorSettings) if hasattr(ns, f.name)}
+    settings = PredictorSettings(**values)
+    _check(settings)
+    return settings

@@ -1,0 +1,504 @@
+"""``yolo-kserve rollout``: canary rollouts of the InferenceService's predictor (Knative mode).
+
+Actions (KServe semantics, see ``canaryTrafficPercent``):
+
+* ``status NAME``   -- each revision's traffic share and readiness
+  (``status.components.<component>.traffic``), latest created/ready/rolled-out revisions and the
+  conditions.
+* ``canary NAME --percent P [--storage-uri URI | --image IMG]`` -- change the predictor (env
+  ``STORAGE_URI`` or the image of container ``kserve-container``; ``model.storageUri`` for a
+  model-format predictor), which creates a new revision, and send it ``P`` % of the traffic. Without
+  ``--storage-uri``/``--image`` only the traffic share of the current canary changes.
+* ``promote NAME``  -- remove ``canaryTrafficPercent``: the latest revision gets 100 %.
+* ``rollback NAME`` -- ``canaryTrafficPercent: 0``: all traffic back to the last rolled-out revision.
+
+Writes are JSON merge patches (``application/merge-patch+json``; ``null`` deletes a field) sent with
+``fieldValidation=Strict``. A patch that replaces the container list carries
+``metadata.resourceVersion``, so a concurrent change makes the API server answer 409 instead of
+being overwritten. ``--dry-run`` prints the patch body and sends no write.
+
+Kubeconfig: ``--kubeconfig``, else ``$KUBECONFIG`` (a path list is merged), else ``~/.kube/config``,
+else the in-cluster service account. API errors are reported as one line on stderr (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+NAME = "rollout"
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+KIND = "InferenceService"
+#: Container that KServe's storage initializer and the manifests use for the model server.
+MODEL_CONTAINER = "kserve-container"
+STORAGE_URI_ENV = "STORAGE_URI"
+_SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+PROG = "yolo-kserve rollout"
+
+
+class RolloutError(Exception):
+    """A failure reported to the user as one line (no traceback)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes access
+
+
+class IsvcApi:
+    """Minimal InferenceService access over ``kubernetes.client.CustomObjectsApi``."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None,
+                 request_timeout: float = 30.0):
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        self.namespace = "default"
+        path: str | None = None
+        if kubeconfig:
+            if not os.path.isfile(os.path.expanduser(kubeconfig)):
+                raise RolloutError(f"kubeconfig not found: {kubeconfig}")
+            path = kubeconfig
+        elif os.environ.get("KUBECONFIG"):
+            # Like kubectl: a path list is merged; entries that do not exist are skipped.
+            files = [p for p in os.environ["KUBECONFIG"].split(os.pathsep)
+                     if p and os.path.isfile(os.path.expanduser(p))]
+            if not files:
+                raise RolloutError(f"KUBECONFIG names no existing file: {os.environ['KUBECONFIG']}")
+            path = os.pathsep.join(files)
+        elif os.path.isfile(os.path.expanduser("~/.kube/config")):
+            path = os.path.expanduser("~/.kube/config")
+        try:
+            if path is not None:
+                config.load_kube_config(config_file=path, context=context,
+                                        client_configuration=cfg, persist_config=False)
+                contexts, current = config.list_kube_config_contexts(config_file=path)
+                ctx = current
+                if context:
+                    ctx = next((c for c in contexts if c.get("name") == context), current)
+                ns = ((ctx or {}).get("context") or {}).get("namespace")
+                if ns:
+                    self.namespace = ns
+            elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config(client_configuration=cfg)
+                if os.path.exists(_SA_NAMESPACE):
+                    with open(_SA_NAMESPACE, encoding="utf-8") as f:
+                        self.namespace = f.read().strip() or "default"
+            else:
+                raise RolloutError(
+                    "no kubeconfig found: pass --kubeconfig, set KUBECONFIG or create "
+                    "~/.kube/config")
+        except config.ConfigException as e:
+            raise RolloutError(f"invalid kubeconfig: {_one_line(str(e))}") from e
+        # A couple of quick connection retries; urllib3's retry warnings are silenced in run().
+        cfg.retries = 2
+        self.server = cfg.host
+        self._timeout = request_timeout
+        self._api = client.CustomObjectsApi(client.ApiClient(configuration=cfg))
+
+    def get(self, name: str, namespace: str) -> dict:
+        return self._call("get", name, namespace, lambda: self._api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=self._timeout))
+
+    def patch(self, name: str, namespace: str, body: dict) -> dict:
+        return self._call("patch", name, namespace,
+                          lambda: self._api.patch_namespaced_custom_object(
+                              GROUP, VERSION, namespace, PLURAL, name, body,
+                              field_validation="Strict", _request_timeout=self._timeout))
+
+    def _call(self, verb: str, name: str, namespace: str, fn: Any) -> dict:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        try:
+            return fn()
+        except ApiException as e:
+            raise RolloutError(_api_error_message(e, verb, name, namespace)) from e
+        except (Urllib3Error, OSError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise RolloutError(
+                f"cannot reach the Kubernetes API at {self.server}: {_one_line(str(reason))}"
+            ) from e
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _api_error_message(e: Any, verb: str, name: str, namespace: str) -> str:
+    message = ""
+    try:
+        body = json.loads(e.body) if e.body else {}
+        message = body.get("message", "") if isinstance(body, dict) else ""
+    except (ValueError, TypeError):
+        message = (e.body or "") if isinstance(e.body, str) else ""
+    message = _one_line(message or e.reason or "")
+    ref = f'inferenceservice "{name}" in namespace "{namespace}"'
+    if e.status == 404:
+        return f"{ref} not found" + (f" ({message})" if message and name not in message else "")
+    if e.status == 403:
+        return f"forbidden: cannot {verb} {ref}: {message}"
+    if e.status == 401:
+        return "unauthorized: the Kubernetes API rejected the credentials in the kubeconfig"
+    if e.status == 409:
+        return f"conflict: {ref} was modified concurrently; run the command again ({message})"
+    if e.status == 422:
+        return f"the API server rejected the change to {ref}: {message}"
+    return f"Kubernetes API error {e.status} {e.reason or ''} on {verb} {ref}: {message}".strip()
+
+
+# --------------------------------------------------------------------------------------------
+# patch bodies (pure functions)
+
+
+def _component(isvc: dict, component: str = "predictor") -> dict:
+    spec = (isvc.get("spec") or {}).get(component)
+    if not isinstance(spec, dict):
+        name = (isvc.get("metadata") or {}).get("name", "?")
+        raise RolloutError(f'inferenceservice "{name}" has no spec.{component}')
+    return spec
+
+
+def _model_container(pred: dict) -> dict:
+    containers = pred.get("containers") or []
+    for c in containers:
+        if c.get("name") == MODEL_CONTAINER:
+            return c
+    if len(containers) == 1:
+        return containers[0]
+    raise RolloutError(f"the predictor has no container named {MODEL_CONTAINER!r}")
+
+
+def canary_patch(isvc: dict, percent: int, storage_uri: str | None = None,
+                 image: str | None = None) -> dict:
+    """Merge patch that sends ``percent`` % of the predictor's traffic to a new revision.
+
+    With ``storage_uri``/``image`` the predictor changes (new revision); the containers list is
+    sent whole (merge patches replace lists) together with ``metadata.resourceVersion``.
+    """
+    if not 0 <= percent <= 100:
+        raise RolloutError(f"--percent must be between 0 and 100, got {percent}")
+    pred = _component(isvc)
+    patch_pred: dict[str, Any] = {"canaryTrafficPercent": percent}
+    body: dict[str, Any] = {"spec": {"predictor": patch_pred}}
+    if storage_uri is None and image is None:
+        return body
+    if isinstance(pred.get("model"), dict) and not pred.get("containers"):
+        if image is not None:
+            raise RolloutError("--image needs a custom predictor (spec.predictor.containers); "
+                               "this one uses spec.predictor.model")
+        patch_pred["model"] = {"storageUri": storage_uri}
+        return body
+    containers = copy.deepcopy(pred.get("containers") or [])
+    if not containers:
+        raise RolloutError("the predictor has no containers to update")
+    target = _model_container({"containers": containers})
+    if image is not None:
+        target["image"] = image
+    if storage_uri is not None:
+        env = target.setdefault("env", [])
+        for var in env:
+            if var.get("name") == STORAGE_URI_ENV:
+                var.pop("valueFrom", None)
+                var["value"] = storage_uri
+                break
+        else:
+            env.append({"name": STORAGE_URI_ENV, "value": storage_uri})
+    patch_pred["containers"] = containers
+    rv = (isvc.get("metadata") or {}).get("resourceVersion")
+    if rv:
+        body["metadata"] = {"resourceVersion": rv}
+    return body
+
+
+def promote_patch() -> dict:
+    """Merge patch that ends the canary: no ``canaryTrafficPercent``, latest revision gets 100 %."""
+    return {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+
+
+def rollback_patch() -> dict:
+    """Merge patch that sends all traffic back to the last rolled-out revision."""
+    return {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+
+
+# --------------------------------------------------------------------------------------------
+# status
+
+
+def _condition(obj: dict, ctype: str = "Ready") -> dict | None:
+    for c in ((obj.get("status") or {}).get("conditions") or []):
+        if c.get("type") == ctype:
+            return c
+    return None
+
+
+def is_ready(obj: dict) -> bool:
+    """Ready condition True, observed the current generation, latest revision ready."""
+    cond = _condition(obj)
+    if not cond or cond.get("status") != "True":
+        return False
+    st = obj.get("status") or {}
+    gen = (obj.get("metadata") or {}).get("generation")
+    observed = st.get("observedGeneration")
+    if gen is not None and observed is not None and observed < gen:
+        return False
+    pred = (st.get("components") or {}).get("predictor") or {}
+    created, ready = pred.get("latestCreatedRevision"), pred.get("latestReadyRevision")
+    return not (created and ready and created != ready)
+
+
+def summarize(obj: dict) -> dict:
+    """The status facts ``rollout status`` prints (also its ``-o json`` document)."""
+    meta = obj.get("metadata") or {}
+    st = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    comps = {}
+    for cname, cst in (st.get("components") or {}).items():
+        cst = cst or {}
+        ready_revs = {cst.get("latestReadyRevision"), cst.get("latestRolledoutRevision"),
+                      cst.get("previousRolledoutRevision")} - {None}
+        pending = cst.get("latestCreatedRevision")
+        traffic = []
+        for t in cst.get("traffic") or []:
+            rev = t.get("revisionName")
+            if rev in ready_revs:
+                ready: bool | None = True
+            elif rev is not None and rev == pending:
+                ready = False
+            else:
+                ready = None
+            traffic.append({
+                "revision": rev,
+                "percent": t.get("percent", 0),
+                "tag": t.get("tag"),
+                "latest": bool(t.get("latestRevision", False)),
+                "ready": ready,
+                "url": t.get("url"),
+            })
+        comps[cname] = {
+            "canaryTrafficPercent": (spec.get(cname) or {}).get("canaryTrafficPercent"),
+            "latestCreatedRevision": cst.get("latestCreatedRevision"),
+            "latestReadyRevision": cst.get("latestReadyRevision"),
+            "latestRolledoutRevision": cst.get("latestRolledoutRevision"),
+            "previousRolledoutRevision": cst.get("previousRolledoutRevision"),
+            "url": cst.get("url"),
+            "traffic": traffic,
+        }
+    ready_cond = _condition(obj)
+    return {
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "url": st.get("url"),
+        "ready": bool(ready_cond and ready_cond.get("status") == "True"),
+        "generation": meta.get("generation"),
+        "observedGeneration": st.get("observedGeneration"),
+        "components": comps,
+        "conditions": [
+            {k: c.get(k) for k in ("type", "status", "reason", "message")}
+            for c in st.get("conditions") or []
+        ],
+    }
+
+
+def format_status(s: dict) -> str:
+    def v(x: Any) -> str:
+        return "-" if x is None else str(x)
+
+    lines = [
+        f"InferenceService {s['namespace']}/{s['name']}",
+        f"  URL:         {v(s['url'])}",
+        f"  Ready:       {s['ready']}",
+        f"  Generation:  {v(s['generation'])} (observed {v(s['observedGeneration'])})",
+    ]
+    if not s["components"]:
+        lines.append("  (no component status yet)")
+    for cname, c in s["components"].items():
+        lines.append(f"  {cname}:")
+        lines.append(f"    canaryTrafficPercent:      {v(c['canaryTrafficPercent'])}")
+        for key in ("latestCreatedRevision", "latestReadyRevision", "latestRolledoutRevision",
+                    "previousRolledoutRevision"):
+            lines.append(f"    {key + ':':<27}{v(c[key])}")
+        if c["traffic"]:
+            width = max(8, *(len(v(t["revision"])) for t in c["traffic"]))
+            lines.append(f"    {'REVISION':<{width}}  PERCENT  TAG     LATEST  READY")
+            for t in c["traffic"]:
+                ready = {True: "True", False: "False", None: "Unknown"}[t["ready"]]
+                lines.append(
+                    f"    {v(t['revision']):<{width}}  {str(t['percent']) + '%':>7}  "
+                    f"{v(t['tag']):<6}  {str(t['latest']).lower():<6}  {ready}"
+                )
+        else:
+            lines.append("    (no traffic status)")
+    if s["conditions"]:
+        lines.append("  Conditions:")
+        width = max(len(v(c["type"])) for c in s["conditions"])
+        for c in s["conditions"]:
+            extra = " ".join(x for x in (c.get("reason"), c.get("message")) if x)
+            lines.append(f"    {v(c['type']):<{width}}  {v(c['status']):<7}  {extra}".rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _percent(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= val <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text}")
+    return val
+
+
+def _seconds(text: str) -> float:
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if val <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return val
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("name", metavar="NAME", help="InferenceService name")
+    common.add_argument("-n", "--namespace",
+                        help="namespace (default: the kubeconfig context's, else 'default')")
+    common.add_argument("--kubeconfig", metavar="PATH",
+                        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    common.add_argument("--context", metavar="CTX", help="kubeconfig context")
+    common.add_argument("--dry-run", action="store_true",
+                        help="print the patch body (JSON) and send no write")
+    common.add_argument("--wait", action="store_true",
+                        help="wait until the InferenceService is Ready again")
+    common.add_argument("--timeout", type=_seconds, default=300.0, metavar="S",
+                        help="--wait timeout in seconds (default: %(default)s)")
+    common.add_argument("--poll-interval", type=_seconds, default=2.0, metavar="S",
+                        help="--wait polling interval (default: %(default)s)")
+    common.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="S",
+                        help="timeout of each API request (default: %(default)s)")
+
+    p = subparsers.add_parser(NAME, help="canary rollouts of the InferenceService's predictor",
+                              description=__doc__.split("\n\n")[0])
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    s = actions.add_parser("status", parents=[common],
+                           help="revisions, traffic split, readiness and conditions")
+    s.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                   help="output format (default: %(default)s)")
+
+    c = actions.add_parser("canary", parents=[common],
+                           help="roll out a new predictor to PERCENT %% of the traffic")
+    c.add_argument("--percent", type=_percent, required=True, metavar="P",
+                   help="traffic percent for the new (latest) revision, 0-100")
+    what = c.add_mutually_exclusive_group()
+    what.add_argument("--storage-uri", metavar="URI",
+                      help=f"new model location ({STORAGE_URI_ENV} of {MODEL_CONTAINER})")
+    what.add_argument("--image", metavar="IMG", help=f"new image of {MODEL_CONTAINER}")
+
+    actions.add_parser("promote", parents=[common],
+                       help="send 100%% of the traffic to the latest revision")
+    actions.add_parser("rollback", parents=[common],
+                       help="send all traffic back to the last rolled-out revision")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _wait_ready(api: IsvcApi, name: str, ns: str, timeout: float, interval: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = api.get(name, ns)
+        if is_ready(obj):
+            return obj
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            cond = _condition(obj) or {}
+            why = " ".join(x for x in (cond.get("reason"), cond.get("message")) if x)
+            state = f"Ready={cond.get('status', 'Unknown')}" + (f" ({why})" if why else "")
+            raise RolloutError(
+                f'timed out after {timeout:g}s waiting for inferenceservice "{name}" in '
+                f'namespace "{ns}" to become ready: {_one_line(state)}')
+        time.sleep(min(interval, remaining))
+
+
+def _describe(action: str, args: argparse.Namespace, before: dict) -> str:
+    old = _component(before).get("canaryTrafficPercent")
+    if action == "canary":
+        what = []
+        if args.storage_uri:
+            what.append(f"{STORAGE_URI_ENV}={args.storage_uri}")
+        if args.image:
+            what.append(f"image={args.image}")
+        change = (", " + ", ".join(what)) if what else ""
+        return f"canaryTrafficPercent {old if old is not None else '-'} -> {args.percent}{change}"
+    if action == "promote":
+        return (f"canaryTrafficPercent {old if old is not None else '-'} -> removed "
+                "(latest revision gets 100%)")
+    return f"canaryTrafficPercent {old if old is not None else '-'} -> 0 (rolled back)"
+
+
+def run(args: argparse.Namespace) -> int:
+    # urllib3 logs connection retries as warnings; errors are reported as one line below.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    try:
+        return _run(args)
+    except RolloutError as e:
+        print(f"{PROG} {args.action}: error: {_one_line(str(e), 500)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)
+    ns = args.namespace or api.namespace
+    name = args.name
+
+    if args.action == "status":
+        obj = api.get(name, ns)
+        if args.wait:
+            obj = _wait_ready(api, name, ns, args.timeout, args.poll_interval)
+        s = summarize(obj)
+        s["namespace"] = s["namespace"] or ns
+        if args.output == "json":
+            print(json.dumps(s, indent=2))
+        else:
+            print(format_status(s))
+        return 0
+
+    before = api.get(name, ns)
+    if args.action == "canary":
+        body = canary_patch(before, args.percent, args.storage_uri, args.image)
+    elif args.action == "promote":
+        body = promote_patch()
+    else:
+        body = rollback_patch()
+
+    if args.dry_run:
+        print(f"dry run: would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name} "
+              "(application/merge-patch+json); nothing sent", file=sys.stderr)
+        print(json.dumps(body, indent=2))
+        return 0
+
+    after = api.patch(name, ns, body)
+    gen = (after.get("metadata") or {}).get("generation")
+    print(f"inferenceservice {ns}/{name} patched: {_describe(args.action, args, before)}"
+          + (f" (generation {gen})" if gen is not None else ""))
+    if args.wait:
+        _wait_ready(api, name, ns, args.timeout, args.poll_interval)
+        print(f"inferenceservice {ns}/{name} is ready")
+    return 0
+
+
+__all__ = ["register", "run", "IsvcApi", "RolloutError", "canary_patch", "promote_patch",
+           "rollback_patch", "summarize", "format_status", "is_ready"]

@@ -1,0 +1,45 @@
+"""``python -m transformer``: args -> logging -> ImageTransformer -> KServe ModelServer."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformer.settings import build_parser, parse_settings
+
+    try:
+        settings = parse_settings(argv)
+    except ValueError as e:
+        build_parser().error(str(e))
+    ns = build_parser().parse_args(argv)
+
+    from kserve.model import PredictorConfig
+
+    from transformer.model import ImageTransformer
+    from yolo_contract.serving import HttpLimits, configure_logging, serve
+
+    configure_logging(ns.log_config_file, json_logs=settings.json_logs)
+    model = ImageTransformer(settings)
+    model.load()
+    serve(
+        model,
+        "transformer",
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        enable_grpc=settings.enable_grpc,
+        grace_period=settings.grace_period,
+        limits=HttpLimits(settings.max_body_bytes, settings.body_read_timeout_seconds),
+        # our model makes its own gRPC calls (fast reconnects, error mapping); KServe's config is
+        # kept consistent for anything of KServe's that reads it
+        predictor_config=PredictorConfig(
+            predictor_host=settings.predictor_host,
+            predictor_protocol=settings.predictor_protocol,
+            predictor_request_timeout_seconds=int(settings.predictor_request_timeout_seconds),
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Request payloads -> encoded images + parameters; detections -> response documents.
+
+Pure functions (no kserve imports): the transformer model calls them from preprocess/postprocess.
+
+Accepted inputs (all on the transformer):
+  * v1 JSON ``{"instances": [...], "parameters": {...}}``; an instance is
+    ``{"image_bytes": {"b64": "..."}}``, ``{"b64": "..."}`` or a bare base64 string;
+  * v1 raw image body (``Content-Type: image/*`` or ``application/octet-stream``), parameters from
+    the query string (``?confidence=0.25&class_filter=dog,cat``);
+  * v1 ``multipart/form-data`` with the image in a file field (the tutorial's client sends ``image``);
+  * v2 ``BYTES`` input ``images`` (raw bytes via gRPC / the binary extension, base64 strings in JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.parser
+import email.policy
+import secrets
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import numpy as np
+import orjson
+
+from yolo_contract.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from yolo_contract.tensors import QUERY_HEADER
+
+FORMATS = ("json", "seed")
+IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "application/x-image")
+
+
+@dataclass
+class ParsedRequest:
+    images: list[bytes]
+    parameters: dict = field(default_factory=dict)
+
+
+def _b64(value: object, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(f"{where}: invalid base64") from e
+
+
+def _instance_bytes(instance: object, i: int) -> bytes:
+    where = f"instances[{i}]"
+    if isinstance(instance, str):
+        return _b64(instance, where)
+    if isinstance(instance, dict):
+        if "image_bytes" in instance and isinstance(instance["image_bytes"], dict):
+            return _b64(instance["image_bytes"].get("b64"), f"{where}.image_bytes.b64")
+        if "b64" in instance:
+            return _b64(instance["b64"], f"{where}.b64")
+    raise BadRequest(f'{where}: expected {{"image_bytes": {{"b64": ...}}}}, {{"b64": ...}} or a base64 string')
+
+
+def _check_count(n: int, max_images: int) -> None:
+    if n == 0:
+        raise BadRequest("no image in the request")
+    if n > max_images:
+        raise BadRequest(f"batch size must be <= {max_images} images per request, got {n}")
+
+
+def parse_v1(payload: object, headers: dict[str, str], max_images: int) -> ParsedRequest:
+    """A v1 ``:predict`` body (dict from JSON, or raw bytes) -> images + raw parameters."""
+    query = dict(parse_qsl(headers.get(QUERY_HEADER, ""), keep_blank_values=False))
+    if isinstance(payload, (bytes, bytearray)):
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype in ("application/x-www-form-urlencoded", "text/plain") and bytes(payload).lstrip()[:1] == b"{":
+            # `curl -d @input.json` (KServe's documented call) sends JSON as a form body
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError as e:
+                raise BadRequest("request body is not valid JSON") from e
+            return parse_v1(payload, headers, max_images)
+        if ctype.startswith("multipart/form-data"):
+            images = _multipart_images(bytes(payload), headers.get("content-type", ""))
+        elif not ctype or ctype.startswith(IMAGE_CONTENT_TYPES):
+            images = [bytes(payload)]
+        else:
+            raise UnsupportedMediaType(
+                f"unsupported Content-Type {ctype!r}: send JSON, an image (image/jpeg, image/png, ...) or multipart/form-data"
+            )
+        _check_count(len(images), max_images)
+        return ParsedRequest(images, query)
+    if not isinstance(payload, dict):
+        raise BadRequest('expected a JSON object with "instances"')
+    instances = payload.get("instances")
+    if not isinstance(instances, list):
+        raise BadRequest('expected "instances" to be a list of images')
+    _check_count(len(instances), max_images)
+    params = payload.get("parameters", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise BadRequest('"parameters" must be an object')
+    return ParsedRequest([_instance_bytes(x, i) for i, x in enumerate(instances)], {**query, **params})
+
+
+def _multipart_images(body: bytes, content_type: str) -> list[bytes]:
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not msg.is_multipart():
+        raise BadRequest("malformed multipart/form-data body")
+    images = [
+        part.get_payload(decode=True) or b""
+        for part in msg.iter_parts()
+        if part.get_filename() or part.get_param("name", header="content-disposition") in ("image", "file", "images")
+    ]
+    if not images:
+        raise BadRequest('multipart/form-data body has no file field (send the image as "image")')
+    return images
+
+
+def v2_images(values: np.ndarray | list, max_images: int) -> list[bytes]:
+    """Elements of a v2 BYTES ``images`` input: raw bytes, or base64 strings (JSON)."""
+    flat = list(np.asarray(values, dtype=object).reshape(-1))
+    _check_count(len(flat), max_images)
+    out = []
+    for i, v in enumerate(flat):
+        if isinstance(v, (bytes, bytearray)):
+            out.append(bytes(v))
+        else:
+            out.append(_b64(v, f"images[{i}]"))
+    return out
+
+
+def check_total_size(images: list[bytes], max_bytes: int) -> None:
+    if sum(len(b) for b in images) > max_bytes:
+        raise PayloadTooLarge(f"images exceed {max_bytes} bytes in total")
+
+
+def detection_dicts(rows: np.ndarray, labels: list[str]) -> list[dict]:
+    """Rows ``[cx, cy, w, h, conf, class_id]`` in original pixels -> the public detection objects."""
+    return [
+        {
+            "class": label,
+            "class_id": int(r[5]),
+            "confidence": round(float(r[4]), 6),
+            "x": round(float(r[0]), 3),
+            "y": round(float(r[1]), 3),
+            "width": round(float(r[2]), 3),
+            "height": round(float(r[3]), 3),
+        }
+        for r, label in zip(rows, labels)
+    ]
+
+
+def image_document(width: int, height: int, detections: list[dict], fmt: str) -> dict:
+    """One image's result in the requested format (``json`` default, or the tutorial's ``seed``)."""
+    if fmt == "seed":
+        return {
+            "data": [[d["class"], d["confidence"], [d["x"], d["y"], d["width"], d["height"]]] for d in detections],
+            "uid": secrets.token_hex(16),
+            "success": "true",
+        }
+    return {"image": {"width": width, "height": height}, "detections": detections}
+
+
+def v1_body(documents: list[dict], fmt: str) -> dict:
+    """``{"predictions": [...]}``; the tutorial's ``seed`` format returns one image's object bare."""
+    if fmt == "seed" and len(documents) == 1:
+        return documents[0]
+    return {"predictions": documents}

@@ -1,0 +1,89 @@
+"""Transformer settings: one frozen, typed object built from the command line.
+
+The parser extends ``kserve.model_server.parser``; the KServe controller injects ``--model_name``,
+``--predictor_host`` and ``--http_port`` into the transformer container.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class TransformerSettings:
+    #: Served model name; must equal the predictor's ``--model_name``.
+    model_name: str = "yolov3"
+    #: ``host:port`` of the predictor's gRPC endpoint (``:80`` is implied when no port is given,
+    #: which is right for a Knative route).
+    predictor_host: str = ""
+    #: Only ``grpc-v2`` is supported (REST v2 costs ~200 ms per tensor in KServe 0.21).
+    predictor_protocol: str = "grpc-v2"
+    #: Seconds before a predictor call is answered 504; keep it below the ISVC ``timeout``.
+    predictor_request_timeout_seconds: float = 30.0
+    #: Transformer readiness also requires the predictor's model to be ready.
+    enable_predictor_health_check: bool = False
+    #: Letterbox size (multiple of 32) sent to the predictor.
+    input_size: int = 416
+    #: Largest request body in bytes (413 above).
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Largest decoded image in pixels, checked from the header before decoding (413 above).
+    max_pixels: int = 40_000_000
+    #: Images per request at most (400 above).
+    max_batch_images: int = 8
+    #: Requests processed at once; more are answered 503 + Retry-After immediately.
+    max_inflight: int = 32
+    #: Seconds a client has to send its whole body (408 after).
+    body_read_timeout_seconds: float = 15.0
+    #: Tensor dtype on the wire to the predictor: ``uint8`` (4x smaller) or ``fp32`` (bit-exact).
+    wire_dtype: str = "uint8"
+    #: One JSON object per log line.
+    json_logs: bool = False
+    http_port: int = 8080
+    grpc_port: int = 8081
+    enable_grpc: bool = True
+    grace_period: int = 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import kserve.model_server
+
+    p = argparse.ArgumentParser(
+        prog="python -m transformer",
+        description="KServe transformer: images in, Darknet-exact YOLO detections out (calls the predictor over grpc-v2).",
+        parents=[kserve.model_server.parser],
+        conflict_handler="resolve",
+    )
+    d = TransformerSettings()
+    p.set_defaults(
+        model_name=d.model_name,
+        predictor_protocol=d.predictor_protocol,
+        predictor_request_timeout_seconds=d.predictor_request_timeout_seconds,
+    )
+    p.add_argument("--input_size", type=int, default=d.input_size, help="letterbox size (multiple of 32)")
+    p.add_argument("--max_body_bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--max_pixels", type=int, default=d.max_pixels)
+    p.add_argument("--max_batch_images", type=int, default=d.max_batch_images)
+    p.add_argument("--max_inflight", type=int, default=d.max_inflight)
+    p.add_argument("--body_read_timeout_seconds", type=float, default=d.body_read_timeout_seconds)
+    p.add_argument("--wire_dtype", choices=("uint8", "fp32"), default=d.wire_dtype)
+    p.add_argument("--json_logs", action="store_true", help="log one JSON object per line")
+    p.add_argument("--grace_period", type=int, default=d.grace_period)
+    return p
+
+
+def parse_settings(argv: list[str] | None = None) -> TransformerSettings:
+    ns = build_parser().parse_args(argv)
+    values = {f.name: getattr(ns, f.name) for f in fields(TransformerSettings) if hasattr(ns, f.name)}
+    values["enable_predictor_health_check"] = bool(ns.enable_predictor_health_check)
+    values["predictor_host"] = ns.predictor_host or ""
+    s = TransformerSettings(**values)
+    if not s.predictor_host:
+        raise ValueError("--predictor_host is required")
+    if s.predictor_protocol != "grpc-v2":
+        raise ValueError("--predictor_protocol must be grpc-v2 (the predictor contract is gRPC v2)")
+    if s.input_size % 32 or not 32 <= s.input_size <= 1536:
+        raise ValueError("--input_size must be a multiple of 32 in [32, 1536]")
+    if min(s.max_body_bytes, s.max_pixels, s.max_batch_images, s.max_inflight) < 1:
+        raise ValueError("limits must be >= 1")
+    return s

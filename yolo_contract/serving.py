@@ -1,0 +1,262 @@
+"""Server wiring shared by the predictor and the transformer (imports kserve; not for clients).
+
+One place maps typed errors to responses, and one ASGI middleware gives every request:
+  * an ``x-request-id`` (kept if sent, generated if not), echoed in the response, logged once
+    with its outcome;
+  * a body-size cap (``Content-Length`` check plus a streaming byte count) -> 413, and a body-read
+    deadline for slow clients -> 408;
+  * a refusal of the model-repository API (``/v2/repository/...``): the served model cannot be
+    unloaded from outside, so readiness never lies;
+  * rejected-request counting by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from yolo_contract.errors import ServingError
+from yolo_contract.observability import METRICS
+from yolo_contract.tensors import QUERY_HEADER as _QUERY, REQUEST_ID_HEADER
+
+QUERY_HEADER = _QUERY.encode()
+
+logger = logging.getLogger("yolo_kserve")
+access_logger = logging.getLogger("yolo_kserve.access")
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    #: Largest request body accepted, bytes.
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Seconds a client has to send its whole body.
+    body_read_timeout_seconds: float = 15.0
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
+
+
+def _serving_error_handler(component: str):
+    async def handler(request: Request, exc: ServingError) -> JSONResponse:
+        METRICS.reject(component, exc.reason)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(exc.http_status, exc.message, headers)
+
+    return handler
+
+
+async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's default is 422 {"detail": [...]}; the inference protocols promise 400 {"error"}.
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return error_response(400, f"invalid request body{' at ' + where if where else ''}: {first.get('msg', 'malformed')}")
+
+
+async def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # KServe's generic handler echoes "<Type> : message" (internal URLs, reprs); log it, answer plainly.
+    logger.error("internal error (request id %s)", request.headers.get(REQUEST_ID_HEADER, "-"), exc_info=exc)
+    return error_response(500, "internal server error")
+
+
+def install(app: FastAPI, component: str, limits: HttpLimits) -> None:
+    """Install error mapping and the request middleware on KServe's FastAPI ``app``.
+
+    Must run before ``ModelServer.start``. KServe registers its own handlers later; the only one
+    it shares a key with is ``Exception``, which we replace at the source.
+    """
+    import kserve.protocol.rest.server as kserve_rest
+
+    app.add_exception_handler(ServingError, _serving_error_handler(component))
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    kserve_rest.generic_exception_handler = _internal_error_handler
+    app.add_middleware(RequestMiddleware, component=component, limits=limits)
+
+
+class RequestMiddleware:
+    """Pure ASGI middleware (no per-request threads or BaseHTTPMiddleware overhead)."""
+
+    def __init__(self, app, component: str, limits: HttpLimits):
+        self.app = app
+        self.component = component
+        self.limits = limits
+
+    async def _send_json(self, send, status: int, message: str, request_id: str, extra=()) -> None:
+        body = orjson.dumps({"error": message})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (REQUEST_ID_HEADER.encode(), request_id.encode()),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = scope["headers"]
+        request_id = ""
+        content_length = None
+        for k, v in headers:
+            if k == b"x-request-id":
+                request_id = v.decode("latin-1")[:128]
+            elif k == b"content-length":
+                try:
+                    content_length = int(v)
+                except ValueError:
+                    content_length = -1
+        extra_headers = []
+        if not request_id:
+            request_id = uuid.uuid4().hex
+            extra_headers.append((b"x-request-id", request_id.encode()))
+        if scope.get("query_string"):
+            # KServe hands models only headers; the transformer reads parameters of raw-image
+            # uploads from the query string through this header (a client-sent one is replaced).
+            headers = [(k, v) for k, v in headers if k != QUERY_HEADER]
+            extra_headers.append((QUERY_HEADER, scope["query_string"]))
+        if extra_headers:
+            scope = dict(scope, headers=[*headers, *extra_headers])
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        status_box = {"status": 0}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_box["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *[(k, v) for k, v in message["headers"] if k.lower() != b"x-request-id"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        async def reject(status: int, reason: str, message: str, extra=()) -> None:
+            METRICS.reject(self.component, reason)
+            status_box["status"] = status
+            await self._send_json(send, status, message, request_id, extra)
+
+        try:
+            if path.startswith("/v2/repository"):
+                return await reject(403, "repository_api", "the model repository API is disabled on this server")
+            if content_length is not None and (content_length < 0 or content_length > self.limits.max_body_bytes):
+                return await reject(
+                    413, "too_large", f"request body exceeds {self.limits.max_body_bytes} bytes"
+                    if content_length > 0 else "invalid Content-Length"
+                )
+            if method in ("POST", "PUT", "PATCH"):
+                body = await self._read_body(receive)
+                if isinstance(body, int):
+                    if body == 413:
+                        return await reject(413, "too_large", f"request body exceeds {self.limits.max_body_bytes} bytes")
+                    return await reject(408, "client_timeout", "request body not received in time", ((b"connection", b"close"),))
+                if body is None:
+                    return  # client disconnected
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            access_logger.info(
+                "%s %s %s %d %.1fms",
+                request_id,
+                method,
+                path,
+                status_box["status"],
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _read_body(self, receive) -> bytes | int | None:
+        """The whole body, 413 if over the cap, 408 past the deadline, None on disconnect."""
+        chunks, size = [], 0
+        deadline = time.monotonic() + self.limits.body_read_timeout_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 408
+            try:
+                message = await asyncio.wait_for(receive(), timeout=remaining)
+            except asyncio.TimeoutError:
+                return 408
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                return 413
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def configure_logging(log_config_file: str | None = None, json_logs: bool = False) -> None:
+    """KServe's logging config plus our loggers (``predictor``, ``transformer``, ``yolo_kserve``)."""
+    from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
+    from kserve.logging import configure_logging as kserve_configure
+
+    kserve_configure(log_config_file)
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        _JsonFormatter() if json_logs else logging.Formatter(KSERVE_LOGGER_FORMAT, KSERVE_LOGGER_DATE_FORMAT)
+    )
+    for name in ("predictor", "transformer", "yolo_kserve"):
+        lg = logging.getLogger(name)
+        lg.handlers = [handler]
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+    if json_logs:
+        for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.error"):
+            for h in logging.getLogger(name).handlers:
+                h.setFormatter(_JsonFormatter())
+    # our access line carries the request id; uvicorn's would duplicate it
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc: bool, grace_period: int,
+          limits: HttpLimits, predictor_config=None) -> None:
+    """Install the shared wiring on KServe's app and run ``ModelServer`` with one worker."""
+    from kserve import ModelServer
+    from kserve.model_server import app
+
+    install(app, component, limits)
+    server = ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        enable_grpc=enable_grpc,
+        workers=1,
+        grace_period=grace_period,
+        predictor_config=predictor_config,
+    )
+    server.start([model])
