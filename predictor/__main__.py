@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_grpc=settings.enable_grpc,
         grace_period=settings.grace_period,
         limits=HttpLimits(max_body_bytes=settings.max_body_bytes),
+        grpc_max_message_bytes=settings.max_body_bytes,
     )
     return 0
 

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_grpc=settings.enable_grpc,
         grace_period=settings.grace_period,
         limits=HttpLimits(settings.max_body_bytes, settings.body_read_timeout_seconds),
+        grpc_max_message_bytes=settings.max_body_bytes,
         # our model makes its own gRPC calls (fast reconnects, error mapping); KServe's config is
         # kept consistent for anything of KServe's that reads it
         predictor_config=PredictorConfig(

@@ -122,7 +122,7 @@ def sniff_format(data: bytes) -> str | None:
         ...) for recognised formats that are refused; ``None`` when nothing is recognised.
         Only a prefix is examined, so a polyglot (e.g. a JPEG with a ZIP appended) is its prefix.
     """
-    head = bytes(data[:64])
+    head = bytes(data[:128])
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name

@@ -245,10 +245,17 @@ def configure_logging(log_config_file: str | None = None, json_logs: bool = Fals
 
 
 def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc: bool, grace_period: int,
-          limits: HttpLimits, predictor_config=None) -> None:
+          limits: HttpLimits, predictor_config=None, grpc_max_message_bytes: int | None = None) -> None:
     """Install the shared wiring on KServe's app and run ``ModelServer`` with one worker."""
+    import kserve.model_server as kms
     from kserve import ModelServer
     from kserve.model_server import app
+
+    if grpc_max_message_bytes:
+        # KServe's gRPC server reads these from its import-time argv parse, not from arguments
+        for key in ("grpc_max_send_message_length", "grpc_max_receive_message_length"):
+            if getattr(kms.args, key) == kms.MAX_GRPC_MESSAGE_LENGTH:
+                setattr(kms.args, key, grpc_max_message_bytes)
 
     install(app, component, limits)
     server = ModelServer(

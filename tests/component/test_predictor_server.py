@@ -1,0 +1,185 @@
+"""A real predictor process: gRPC and REST v2 inference, health under load, refusals, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from kserve import InferenceGRPCClient
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+from predictor import darknet
+from tests.servers import DATA, predictor
+from yolo_contract import tensors as T
+
+pytestmark = [pytest.mark.component, pytest.mark.model]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    p = predictor(tmp_path_factory.mktemp("pred"), tiny_model_dir, "--max_queue", "64").start()
+    try:
+        yield p.wait_ready("/v2/models/yolov3/ready")
+    finally:
+        p.stop()
+
+
+def _request(arr: np.ndarray, datatype="UINT8", **params) -> InferRequest:
+    inp = InferInput(T.INPUT_IMAGES, list(arr.shape), datatype)
+    inp.set_data_from_numpy(arr, binary_data=True)
+    return InferRequest(model_name="yolov3", infer_inputs=[inp], request_id="rid-1", parameters=params or None)
+
+
+def _dog_u8():
+    return np.rint(np.load(DATA / "dog_tensors" / "input.npy") * 255).astype(np.uint8)
+
+
+async def _infer(target, req, timeout=30):
+    async with InferenceGRPCClient(target, timeout=timeout, retries=0) as c:
+        return await c.infer(req)
+
+
+def test_grpc_uint8_request_returns_the_contract(server, references):
+    res = asyncio.run(_infer(server.grpc_target, _request(_dog_u8())))
+    out = {o.name: o for o in res.outputs}
+    assert set(out) == {T.OUTPUT_DETECTIONS, T.OUTPUT_COUNTS, T.OUTPUT_LABELS}
+    counts = out[T.OUTPUT_COUNTS].as_numpy()
+    dets = out[T.OUTPUT_DETECTIONS].as_numpy()
+    labels = [x.decode() for x in out[T.OUTPUT_LABELS].as_numpy()[0][: counts[0]]]
+    ref = references["0.5"]["images"]["dog.jpg"]
+    assert counts.tolist() == [len(ref)]
+    assert labels == [r[0] for r in ref]
+    np.testing.assert_allclose(dets[0, : counts[0], 4], [r[1] for r in ref], atol=0.01)
+    assert "predictor-inference;dur=" in T.plain_value(res.parameters[T.SERVER_TIMING_PARAMETER])
+
+
+def test_per_request_parameters_and_batches(server):
+    x = np.concatenate([_dog_u8()] * 3)
+    res = asyncio.run(
+        _infer(server.grpc_target, _request(x, confidence="0.25", class_filter="car,truck", max_detections=2))
+    )
+    out = {o.name: o.as_numpy() for o in res.outputs}
+    assert out[T.OUTPUT_COUNTS].tolist() == [2, 2, 2]
+    assert {v.decode() for v in out[T.OUTPUT_LABELS].ravel() if v} <= {"car", "truck"}
+
+
+def test_rest_v2_json_fp32_is_accepted(server):
+    x = np.load(DATA / "dog_tensors" / "input.npy")
+    body = {"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    r = httpx.post(f"{server.url}/v2/models/yolov3/infer", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: o for o in r.json()["outputs"]}
+    assert outputs["counts"]["data"] == [5]
+    assert outputs["labels"]["data"][:5] == ["car", "bicycle", "dog", "truck", "car"]
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"", 400),
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"inputs": 3}', 400),
+        (b'{"inputs": [{"name": "images", "shape": [1,3,100,100], "datatype": "UINT8", "data": [0]}]}', 400),
+        (b'{"inputs": [{"name": "images", "shape": [1,3,32,32], "datatype": "UINT8", "data": [0, 1]}]}', 400),
+        (b'{"inputs": [{"name": "images", "shape": [1,3,32,32], "datatype": "INT77", "data": [0]}]}', 400),
+        (b'{"inputs": [{"name": "other", "shape": [1], "datatype": "UINT8", "data": [0]}]}', 400),
+        (b'{"inputs": [{"name": "images", "shape": [1,3,32,32], "datatype": "FP32", "data": ["x"]}]}', 400),
+    ],
+)
+def test_bad_v2_requests_are_400_json_and_server_survives(server, body, status):
+    r = httpx.post(f"{server.url}/v2/models/yolov3/infer", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+    assert httpx.get(f"{server.url}/v2/models/yolov3/ready").status_code == 200
+
+
+def test_bad_parameters_and_unknown_model(server):
+    with pytest.raises(grpc.RpcError) as e:
+        asyncio.run(_infer(server.grpc_target, _request(_dog_u8(), confidence="2")))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        asyncio.run(_infer(server.grpc_target, _request(_dog_u8(), class_filter="unicorn")))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unicorn" in e.value.details()
+    r = httpx.post(f"{server.url}/v2/models/nope/infer", json={"inputs": []})
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_model_repository_cannot_unload_the_model(server):
+    for verb in ("unload", "load"):
+        r = httpx.post(f"{server.url}/v2/repository/models/yolov3/{verb}")
+        assert r.status_code == 403 and "error" in r.json()
+    assert httpx.get(f"{server.url}/v2/models/yolov3/ready").status_code == 200
+
+
+def test_liveness_stays_fast_while_four_inferences_run(server):
+    big = np.full((6, 3, 608, 608), 128, np.uint8)  # ~6 x 30 ms of engine work each
+    done = threading.Event()
+    latencies = []
+
+    def probe():
+        with httpx.Client() as c:
+            while not done.is_set():
+                t = time.perf_counter()
+                assert c.get(f"{server.url}/v2/health/live").status_code == 200
+                latencies.append(time.perf_counter() - t)
+                time.sleep(0.02)
+
+    async def load():
+        async with InferenceGRPCClient(server.grpc_target, timeout=120, retries=0) as c:
+            await asyncio.gather(*(c.infer(_request(big)) for _ in range(4)))
+
+    t = threading.Thread(target=probe)
+    t.start()
+    started = time.perf_counter()
+    try:
+        asyncio.run(load())
+    finally:
+        done.set()
+        t.join()
+    assert time.perf_counter() - started > 0.3  # the inferences really ran a while
+    assert len(latencies) >= 5
+    assert max(latencies) < 0.1, f"liveness took up to {max(latencies) * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize("case", ["missing_weights", "truncated", "names_mismatch", "unknown_layer"])
+def test_broken_model_exits_nonzero_with_one_clear_line_and_never_ready(tmp_path, case):
+    src = DATA / "cfg" / "yolov3-tiny.cfg"
+    d = tmp_path / "model"
+    d.mkdir()
+    cfg = src.read_text() + ("\n[lstm]\n" if case == "unknown_layer" else "")
+    (d / "yolov3-tiny.cfg").write_text(cfg)
+    names = (DATA / "coco.names").read_text().splitlines()
+    (d / "coco.names").write_text("\n".join(names[:-1] if case == "names_mismatch" else names))
+    if case != "missing_weights":
+        w = d / "yolov3-tiny.weights"
+        darknet.write_random_weights(darknet.parse_cfg(src), w)
+        if case == "truncated":
+            w.write_bytes(w.read_bytes()[:1_000_000])
+    p = predictor(tmp_path, d).start()
+    ready_seen = False
+    deadline = time.monotonic() + 60
+    while p.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            ready_seen |= httpx.get(f"{p.url}/v2/models/yolov3/ready", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    rc = p.stop()
+    assert rc not in (0, None)
+    assert not ready_seen
+    errors = [ln for ln in p.log().splitlines() if "model load failed" in ln]
+    assert len(errors) == 1, p.log()
+    expected = {
+        "missing_weights": "no .weights file",
+        "truncated": "(truncated)",
+        "names_mismatch": "79 class names",
+        "unknown_layer": "unknown layer type [lstm]",
+    }[case]
+    assert expected in errors[0]
+    assert "Traceback" not in p.log()
