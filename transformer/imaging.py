@@ -107,9 +107,10 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"BUFR", "BUFR"),
 )
 
-# Serialises Image.open() while the decompression-bomb warning is escalated: catch_warnings swaps
-# the process-wide filter list, which is not thread-safe. open() only parses headers (microseconds
-# to a millisecond); pixel decoding happens outside the lock.
+# Serialises our two short warnings.catch_warnings() sections (Image.open() with the
+# decompression-bomb warning escalated and other warnings silenced; getexif() silenced):
+# catch_warnings swaps the process-wide filter list, which is not thread-safe. Both only parse
+# headers (microseconds to a millisecond); pixel decoding happens outside the lock.
 _OPEN_LOCK = threading.Lock()
 
 
@@ -214,7 +215,9 @@ def _open(data: bytes, formats: tuple[str, ...]) -> Image.Image:
     """``Image.open`` restricted to ``formats``, with bomb warnings/errors turned into 413."""
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's other warnings here are about client data (corrupt EXIF, ...): silence them.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # checked first
             im = Image.open(io.BytesIO(data), formats=list(formats))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PayloadTooLarge(_MSG_BOMB) from e
@@ -231,7 +234,10 @@ def _open(data: bytes, formats: tuple[str, ...]) -> Image.Image:
 def _exif_orientation(im: Image.Image) -> int:
     """EXIF orientation 1-8 (1 when absent or unreadable: a bad EXIF block does not spoil pixels)."""
     try:
-        value = im.getexif().get(0x0112, 1)
+        # Pillow warns (UserWarning) about corrupt EXIF blocks; client data must not spam the log.
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = im.getexif().get(0x0112, 1)
     except Exception:  # malformed EXIF: ignore it, as stb_image would
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1

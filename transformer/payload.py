@@ -167,3 +167,48 @@ def v1_body(documents: list[dict], fmt: str) -> dict:
     if fmt == "seed" and len(documents) == 1:
         return documents[0]
     return {"predictions": documents}
+
+
+def rewrite_v2_binary_bytes(path: str, headers: list, body: bytes):
+    """v2 binary-extension request whose inputs are all BYTES -> the same request as JSON.
+
+    KServe 0.21 cannot decode binary BYTES tensors (it tries to UTF-8 them); this turns each
+    length-prefixed element into a base64 string, which :func:`v2_images` understands. Other
+    requests pass through untouched. Raises BadRequest for a malformed binary body.
+    """
+    if not path.endswith("/infer"):
+        return headers, body
+    ihcl = next((v for k, v in headers if k == b"inference-header-content-length"), None)
+    if ihcl is None:
+        return headers, body
+    try:
+        n = int(ihcl)
+        header = orjson.loads(body[:n])
+        inputs = header["inputs"]
+        if not all(isinstance(i, dict) and i.get("datatype") == "BYTES" for i in inputs):
+            return headers, body
+        offset = n
+        for inp in inputs:
+            size = int((inp.get("parameters") or {}).pop("binary_data_size", -1))
+            if size < 0:
+                continue
+            chunk, offset = body[offset : offset + size], offset + size
+            if len(chunk) != size:
+                raise ValueError("binary data shorter than declared")
+            items, pos = [], 0
+            while pos < len(chunk):
+                length = int.from_bytes(chunk[pos : pos + 4], "little")
+                item = chunk[pos + 4 : pos + 4 + length]
+                if pos + 4 > len(chunk) or len(item) != length:
+                    raise ValueError("truncated BYTES element")
+                items.append(base64.b64encode(item).decode())
+                pos += 4 + length
+            inp["data"] = items
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+        raise BadRequest("malformed v2 binary request (inference-header-content-length / binary_data_size)") from e
+    new_headers = [
+        (k, v) for k, v in headers if k not in (b"inference-header-content-length", b"content-type", b"content-length")
+    ]
+    new_body = orjson.dumps(header)
+    new_headers += [(b"content-type", b"application/json"), (b"content-length", str(len(new_body)).encode())]
+    return new_headers, new_body

@@ -61,13 +61,20 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
     return error_response(400, f"invalid request body{' at ' + where if where else ''}: {first.get('msg', 'malformed')}")
 
 
+async def _kserve_decode_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # KServe raises InferenceError while decoding/encoding tensors and echoes the data in the
+    # message (whole images); answer a fixed client error and keep the detail out of the body.
+    logger.warning("could not decode request %s: %.200s", request.headers.get(REQUEST_ID_HEADER, "-"), exc)
+    return error_response(400, "could not decode the tensors of the inference request")
+
+
 async def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
     # KServe's generic handler echoes "<Type> : message" (internal URLs, reprs); log it, answer plainly.
     logger.error("internal error (request id %s)", request.headers.get(REQUEST_ID_HEADER, "-"), exc_info=exc)
     return error_response(500, "internal server error")
 
 
-def install(app: FastAPI, component: str, limits: HttpLimits) -> None:
+def install(app: FastAPI, component: str, limits: HttpLimits, rewrite=None) -> None:
     """Install error mapping and the request middleware on KServe's FastAPI ``app``.
 
     Must run before ``ModelServer.start``. KServe registers its own handlers later; the only one
@@ -78,16 +85,19 @@ def install(app: FastAPI, component: str, limits: HttpLimits) -> None:
     app.add_exception_handler(ServingError, _serving_error_handler(component))
     app.add_exception_handler(RequestValidationError, _validation_handler)
     kserve_rest.generic_exception_handler = _internal_error_handler
-    app.add_middleware(RequestMiddleware, component=component, limits=limits)
+    kserve_rest.inference_error_handler = _kserve_decode_error_handler
+    app.add_middleware(RequestMiddleware, component=component, limits=limits, rewrite=rewrite)
 
 
 class RequestMiddleware:
     """Pure ASGI middleware (no per-request threads or BaseHTTPMiddleware overhead)."""
 
-    def __init__(self, app, component: str, limits: HttpLimits):
+    def __init__(self, app, component: str, limits: HttpLimits, rewrite=None):
         self.app = app
         self.component = component
         self.limits = limits
+        #: optional ``rewrite(path, headers, body) -> (headers, body)`` for request bodies
+        self.rewrite = rewrite
 
     async def _send_json(self, send, status: int, message: str, request_id: str, extra=()) -> None:
         body = orjson.dumps({"error": message})
@@ -160,6 +170,13 @@ class RequestMiddleware:
                     return await reject(408, "client_timeout", "request body not received in time", ((b"connection", b"close"),))
                 if body is None:
                     return  # client disconnected
+                if self.rewrite is not None:
+                    try:
+                        new_headers, body = self.rewrite(path, scope["headers"], body)
+                    except ServingError as e:
+                        return await reject(e.http_status, e.reason, e.message)
+                    if new_headers is not scope["headers"]:
+                        scope = dict(scope, headers=new_headers)
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -245,7 +262,7 @@ def configure_logging(log_config_file: str | None = None, json_logs: bool = Fals
 
 
 def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc: bool, grace_period: int,
-          limits: HttpLimits, predictor_config=None, grpc_max_message_bytes: int | None = None) -> None:
+          limits: HttpLimits, predictor_config=None, grpc_max_message_bytes: int | None = None, rewrite=None) -> None:
     """Install the shared wiring on KServe's app and run ``ModelServer`` with one worker."""
     import kserve.model_server as kms
     from kserve import ModelServer
@@ -257,7 +274,7 @@ def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc:
             if getattr(kms.args, key) == kms.MAX_GRPC_MESSAGE_LENGTH:
                 setattr(kms.args, key, grpc_max_message_bytes)
 
-    install(app, component, limits)
+    install(app, component, limits, rewrite)
     server = ModelServer(
         http_port=http_port,
         grpc_port=grpc_port,

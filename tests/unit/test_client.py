@@ -750,7 +750,7 @@ class _FakeTransformer(http.server.ThreadingHTTPServer):
     def __init__(self):
         self.requests: list[dict] = []
         super().__init__(("127.0.0.1", 0), _FakeHandler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     @property
