@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve.model import PredictorConfig
 
     from transformer.model import ImageTransformer
-    from transformer.payload import rewrite_v2_binary_bytes
+    from transformer.payload import rewrite_request
     from yolo_contract.serving import HttpLimits, configure_logging, serve
 
     configure_logging(ns.log_config_file, json_logs=settings.json_logs)
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         grace_period=settings.grace_period,
         limits=HttpLimits(settings.max_body_bytes, settings.body_read_timeout_seconds),
         grpc_max_message_bytes=settings.max_body_bytes,
-        rewrite=rewrite_v2_binary_bytes,
+        rewrite=rewrite_request,
         # our model makes its own gRPC calls (fast reconnects, error mapping); KServe's config is
         # kept consistent for anything of KServe's that reads it
         predictor_config=PredictorConfig(

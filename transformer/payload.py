@@ -169,13 +169,25 @@ def v1_body(documents: list[dict], fmt: str) -> dict:
     return {"predictions": documents}
 
 
-def rewrite_v2_binary_bytes(path: str, headers: list, body: bytes):
-    """v2 binary-extension request whose inputs are all BYTES -> the same request as JSON.
+#: Content type the middleware gives raw image bodies that KServe would otherwise parse as JSON.
+RAW_IMAGE_CONTENT_TYPE = b"application/x-image"
 
-    KServe 0.21 cannot decode binary BYTES tensors (it tries to UTF-8 them); this turns each
-    length-prefixed element into a base64 string, which :func:`v2_images` understands. Other
-    requests pass through untouched. Raises BadRequest for a malformed binary body.
+
+def rewrite_request(path: str, headers: list, body: bytes):
+    """HTTP-level fixes before KServe decodes a request body (see ``yolo_contract.serving``).
+
+    * v1 ``:predict`` with no Content-Type or ``application/octet-stream`` and a body that is not
+      JSON: KServe would try to parse the image as JSON; mark it as a raw image instead.
+    * v2 binary-extension requests whose inputs are all BYTES: KServe 0.21 cannot decode them (it
+      tries to UTF-8 the bytes); turn each length-prefixed element into a base64 string, which
+      :func:`v2_images` understands. Raises BadRequest for a malformed binary body.
+    Other requests pass through untouched.
     """
+    if path.endswith(":predict"):
+        ctype = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
+        if ctype in (b"", b"application/octet-stream") and body.lstrip()[:1] not in (b"{", b"["):
+            headers = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", RAW_IMAGE_CONTENT_TYPE)]
+        return headers, body
     if not path.endswith("/infer"):
         return headers, body
     ihcl = next((v for k, v in headers if k == b"inference-header-content-length"), None)

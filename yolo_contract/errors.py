@@ -91,6 +91,14 @@ class PredictorError(ServingError):
     reason = "predictor_error"
 
 
+class Forbidden(ServingError):
+    """An operation this server refuses (e.g. unloading the served model). HTTP 403 / PERMISSION_DENIED."""
+
+    http_status = 403
+    status_code = StatusCode.PERMISSION_DENIED
+    reason = "forbidden"
+
+
 class ModelLoadError(ServingError):
     """The model files are missing or invalid (load time only; the server never becomes ready)."""
 
@@ -109,5 +117,6 @@ __all__ = [
     "PredictorUnavailable",
     "PredictorTimeout",
     "PredictorError",
+    "Forbidden",
     "ModelLoadError",
 ]

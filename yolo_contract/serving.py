@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from yolo_contract.errors import ServingError
+from yolo_contract.errors import Forbidden, ServingError
 from yolo_contract.observability import METRICS
 from yolo_contract.tensors import QUERY_HEADER as _QUERY, REQUEST_ID_HEADER
 
@@ -157,6 +157,8 @@ class RequestMiddleware:
         try:
             if path.startswith("/v2/repository"):
                 return await reject(403, "repository_api", "the model repository API is disabled on this server")
+            if method != "POST" and (path.endswith(":predict") or path.endswith(":explain") or path.endswith("/infer")):
+                return await reject(405, "method", f"{method} is not allowed here; use POST", ((b"allow", b"POST"),))
             if content_length is not None and (content_length < 0 or content_length > self.limits.max_body_bytes):
                 return await reject(
                     413, "too_large", f"request body exceeds {self.limits.max_body_bytes} bytes"
@@ -283,4 +285,21 @@ def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc:
         grace_period=grace_period,
         predictor_config=predictor_config,
     )
+    # the REST middleware refuses /v2/repository/*; this covers gRPC RepositoryModelLoad/Unload
+    server.model_repository_extension = _ReadOnlyRepository(server.registered_models)
     server.start([model])
+
+
+def _ReadOnlyRepository(registry):
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+    class ReadOnlyRepository(ModelRepositoryExtension):
+        """Lists models, but never loads or unloads them from outside: readiness must not lie."""
+
+        async def load(self, model_name: str) -> None:
+            raise Forbidden("the model repository API is disabled on this server")
+
+        async def unload(self, model_name: str) -> None:
+            raise Forbidden("the model repository API is disabled on this server")
+
+    return ReadOnlyRepository(model_registry=registry)

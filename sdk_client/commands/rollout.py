@@ -390,8 +390,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     common.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="S",
                         help="timeout of each API request (default: %(default)s)")
 
-    p = subparsers.add_parser(NAME, help="canary rollouts of the InferenceService's predictor",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        NAME, help="canary rollouts of the InferenceService's predictor",
+        description="Canary rollouts of an InferenceService's predictor (Knative mode): "
+        "status, canary (new STORAGE_URI or image at P% of the traffic), promote (latest "
+        "revision gets 100%), rollback (all traffic to the last rolled-out revision).")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     s = actions.add_parser("status", parents=[common],

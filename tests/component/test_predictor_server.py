@@ -183,3 +183,15 @@ def test_broken_model_exits_nonzero_with_one_clear_line_and_never_ready(tmp_path
     }[case]
     assert expected in errors[0]
     assert "Traceback" not in p.log()
+
+
+def test_grpc_repository_unload_is_refused(server):
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        stub = GRPCInferenceServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="yolov3"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert stub.ModelReady(pb.ModelReadyRequest(name="yolov3"), timeout=5).ready

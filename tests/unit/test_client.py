@@ -124,13 +124,13 @@ def rgb_array(h=48, w=64) -> np.ndarray:
 def test_detect_parses_typed_result_for_every_input_kind(kind):
     arr = rgb_array()
     image = {
-        "path": DOG,
-        "str": str(DOG),
-        "bytes": DOG.read_bytes(),
-        "file": open(DOG, "rb"),
-        "pil": Image.fromarray(arr),
-        "numpy": arr,
-    }[kind]
+        "path": lambda: DOG,
+        "str": lambda: str(DOG),
+        "bytes": DOG.read_bytes,
+        "file": lambda: open(DOG, "rb"),
+        "pil": lambda: Image.fromarray(arr),
+        "numpy": lambda: arr,
+    }[kind]()
     rec = Recorder(v1_ok)
     with sync_client(rec) as client:
         res = client.detect(image)
@@ -270,10 +270,10 @@ def test_async_503_then_200():
 
 def test_real_backoff_sleeps_are_short_when_configured():
     rec = Recorder(httpx.Response(503), httpx.Response(503), v1_ok)
-    client = DetectionClient(URL, transport=httpx.MockTransport(rec), retries=2,
-                             backoff_base=0.01, backoff_max=0.02)
     t0 = time.monotonic()
-    client.detect(DOG)
+    with DetectionClient(URL, transport=httpx.MockTransport(rec), retries=2,
+                         backoff_base=0.01, backoff_max=0.02) as client:
+        client.detect(DOG)
     assert rec.calls == 3
     assert time.monotonic() - t0 < 1.0
 
@@ -308,9 +308,9 @@ def test_async_504_exhausts_retries():
 
 def test_backoff_grows_exponentially_with_jitter():
     rec = Recorder(httpx.Response(503))
-    client = sync_client(rec, retries=4, backoff_base=1.0, backoff_max=5.0)
-    with pytest.raises(ServiceUnavailableError):
-        client.detect(DOG)
+    with sync_client(rec, retries=4, backoff_base=1.0, backoff_max=5.0) as client:
+        with pytest.raises(ServiceUnavailableError):
+            client.detect(DOG)
     assert rec.calls == 5
     for delay, nominal in zip(client.sleeps, [1, 2, 4, 5]):
         assert nominal / 2 <= delay <= nominal
@@ -349,10 +349,10 @@ def test_real_connection_refused_is_connection_failed():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    client = DetectionClient(f"http://127.0.0.1:{port}", retries=1, backoff_base=0.001,
-                             timeout=2)
-    with pytest.raises(ConnectionFailedError, match="cannot reach"):
-        client.detect(DOG)
+    with DetectionClient(f"http://127.0.0.1:{port}", retries=1, backoff_base=0.001,
+                         timeout=2) as client:
+        with pytest.raises(ConnectionFailedError, match="cannot reach"):
+            client.detect(DOG)
 
 
 def test_html_error_bodies_are_tolerated():
@@ -729,6 +729,7 @@ def test_grpc_sync_client_and_connection_failure():
         asyncio.run_coroutine_threadsafe(fake.stop(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
+        loop.close()
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -195,7 +195,24 @@ def test_single_row_output_copies_first_row_and_last_column():
     np.testing.assert_allclose(x[:, :, lb.dx], 77 / 255, atol=1e-6)  # column 3, not column 0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)])
+def test_darknet_last_row_quirk_is_reproduced():
+    """Darknet's last output row is (1-dy)*part[iy] with no dy*part[iy+1] term.
+
+    For a 16-row source scaled to 416 rows, float32 15/415*415 = 14.999999 so iy = 14, dy ~ 1 and
+    the last row is ~0 (nearly black) instead of the last source row. Bit-exactness keeps it.
+    """
+    img = np.full((16, 16, 3), 200, np.uint8)
+    x, lb = letterbox(img, 416, 416)
+    assert (lb.new_w, lb.new_h) == (416, 416)
+    assert x[:, 415, :].max() < 1e-5
+    np.testing.assert_allclose(x[:, :415, :], 200 / 255, atol=1e-6)
+    assert np.array_equal(x, ref_letterbox(img, 416, 416))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)],
+)
 def test_letterbox_rejects_bad_arrays(bad):
     with pytest.raises(ValueError):
         letterbox(bad, 416, 416)
@@ -230,7 +247,13 @@ def test_letterbox_equals_loop_reference(w, h, net_w, net_h, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(w=st.integers(1, 40), h=st.integers(1, 40), net_w=st.integers(1, 50), net_h=st.integers(1, 50), seed=st.integers(0, 2**32 - 1))
+@given(
+    w=st.integers(1, 40),
+    h=st.integers(1, 40),
+    net_w=st.integers(1, 50),
+    net_h=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_letterbox_equals_loop_reference_any_net_size(w, h, net_w, net_h, seed):
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     x, _ = letterbox(img, net_w, net_h)
@@ -238,7 +261,12 @@ def test_letterbox_equals_loop_reference_any_net_size(w, h, net_w, net_h, seed):
 
 
 @settings(max_examples=300, deadline=None)
-@given(src_w=st.integers(1, 20000), src_h=st.integers(1, 20000), net_w=st.integers(1, 2048), net_h=st.integers(1, 2048))
+@given(
+    src_w=st.integers(1, 20000),
+    src_h=st.integers(1, 20000),
+    net_w=st.integers(1, 2048),
+    net_h=st.integers(1, 2048),
+)
 def test_params_invariants(src_w, src_h, net_w, net_h):
     lb = letterbox_params(src_w, src_h, net_w, net_h)
     assert 1 <= lb.new_w <= net_w and 1 <= lb.new_h <= net_h
@@ -298,10 +326,14 @@ def test_unletterbox_formula_and_no_mutation():
 def test_box_round_trip(src_w, src_h, net, seed):
     lb = letterbox_params(src_w, src_h, *net)
     rng = np.random.default_rng(seed)
-    boxes = np.column_stack([rng.uniform(-50, net[0] + 50, 7), rng.uniform(-50, net[1] + 50, 7), rng.uniform(0, net[0], 7), rng.uniform(0, net[1], 7)])
+    boxes = np.column_stack(
+        [rng.uniform(-50, net[0] + 50, 7), rng.uniform(-50, net[1] + 50, 7), rng.uniform(0, net[0], 7), rng.uniform(0, net[1], 7)]
+    )
     back = letterbox_boxes(unletterbox_boxes(boxes, lb), lb)
     np.testing.assert_allclose(back, boxes, rtol=1e-9, atol=1e-7)
-    orig = np.column_stack([rng.uniform(0, src_w, 5), rng.uniform(0, src_h, 5), rng.uniform(0, src_w, 5), rng.uniform(0, src_h, 5)])
+    orig = np.column_stack(
+        [rng.uniform(0, src_w, 5), rng.uniform(0, src_h, 5), rng.uniform(0, src_w, 5), rng.uniform(0, src_h, 5)]
+    )
     np.testing.assert_allclose(unletterbox_boxes(letterbox_boxes(orig, lb), lb), orig, rtol=1e-9, atol=1e-7)
 
 

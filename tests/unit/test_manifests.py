@@ -456,6 +456,18 @@ def test_probes_work_under_knative(where, isvc):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kdir", NAMED_KUSTOMIZATIONS)
+def test_each_component_has_its_own_service_account_in_the_render(kdir):
+    docs = render(kdir)
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    isvc = isvc_of(docs)
+    names = [isvc["spec"][c]["serviceAccountName"] for c in ("predictor", "transformer")]
+    assert len(set(names)) == 2, "storage credentials go to the predictor only"
+    for name in names:
+        assert name in accounts and accounts[name].get("automountServiceAccountToken") is False, name
+        assert accounts[name]["metadata"].get("namespace") == isvc["metadata"].get("namespace")
+
+
 def test_stable_manifests_carry_no_canary_percent():
     """A percent left in an applied manifest turns every later change into a canary."""
     for where, isvc in all_isvcs():
@@ -515,5 +527,5 @@ def test_deploy_doc_references_existing_paths():
     doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
     for path in set(re.findall(r"manifests/[\w./-]+|Dockerfile\.\w+|docs/[\w.-]+", doc)):
         assert (REPO_ROOT / path.rstrip(".")).exists(), f"docs/deploy.md mentions missing {path}"
-    for kdir in re.findall(r"kubectl (?:apply|delete|kustomize) -k (\S+)", doc):
+    for kdir in re.findall(r"kubectl (?:apply|delete|diff|kustomize) -k (manifests/[\w./-]+)", doc):
         assert (REPO_ROOT / kdir / "kustomization.yaml").exists(), kdir
