@@ -22,11 +22,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # tests/ is not a package; make tests.kube_schema importable
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.kube_schema import is_isvc, load_isvc_validator, load_yaml_documents
 
-from tests.kube_schema import is_isvc, load_isvc_validator, load_yaml_documents  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.unit
 
