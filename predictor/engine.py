@@ -19,6 +19,24 @@ logger = logging.getLogger(__name__)
 
 ENGINES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def ort_providers(device: str) -> list[str]:
+    """ONNX Runtime execution providers for ``device`` (``auto``: CUDA when the installed
+    onnxruntime has it, e.g. the ``onnxruntime-gpu`` image, else CPU)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = {
+        "cpu": ["CPUExecutionProvider"],
+        "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        "auto": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    }[device]
+    if device in ("cuda", "tensorrt") and wanted[0] not in available:
+        raise ValueError(f"--device {device}: {wanted[0]} is not available in this onnxruntime ({', '.join(available)})")
+    return [p for p in wanted if p in available]
 
 
 class Engine(Protocol):
@@ -62,6 +80,8 @@ class OnnxRuntimeEngine:
     def __init__(self, model_bytes: bytes, threads: int, providers: list[str] | None = None):
         import onnxruntime as ort
 
+        if hasattr(ort, "preload_dlls") and providers and providers[0] != "CPUExecutionProvider":
+            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels of onnxruntime-gpu[cuda,cudnn]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -106,11 +126,13 @@ class OpenVINOEngine:
         return [np.array(result[o]) for o in self.outputs]
 
 
-def create_engine(kind: str, model_bytes: bytes, threads: int, precision: str = "fp32") -> Engine:
+def create_engine(kind: str, model_bytes: bytes, threads: int, precision: str = "fp32", device: str = "cpu") -> Engine:
     if kind == "onnxruntime":
         if precision != "fp32":
             raise ValueError("onnxruntime engine runs fp32 only; use --engine openvino for bf16")
-        return OnnxRuntimeEngine(model_bytes, threads)
+        return OnnxRuntimeEngine(model_bytes, threads, ort_providers(device))
+    if device not in ("cpu", "auto"):
+        raise ValueError(f"--device {device} needs --engine onnxruntime")
     if kind == "openvino":
         return OpenVINOEngine(model_bytes, threads, precision)
     raise ValueError(f"unknown engine {kind!r} (choose from {', '.join(ENGINES)})")

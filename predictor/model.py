@@ -62,7 +62,7 @@ class YoloV3Predictor(Model):
             onnx.save(model, s.export_onnx)
             logger.info("wrote ONNX graph to %s", s.export_onnx)
         threads = s.threads or available_cpus()
-        self.engine = create_engine(s.engine, model.SerializeToString(), threads, s.precision)
+        self.engine = create_engine(s.engine, model.SerializeToString(), threads, s.precision, s.device)
         del model
         self.network = network
         # Warm up at the declared size (first runs allocate and pick kernels).
@@ -71,7 +71,7 @@ class YoloV3Predictor(Model):
             self.engine.run(warm)
         self.batcher = Batcher(self._run_batch, s.max_batch_size, s.max_batch_delay_ms, s.max_queue)
         logger.info(
-            "loaded %s (%d layers, %d classes, %.1f M params, %.2f GFLOP at %dx%d) on %s with %d threads in %.2f s",
+            "loaded %s (%d layers, %d classes, %.1f M params, %.2f GFLOP at %dx%d) on %s %s with %d threads in %.2f s",
             files.weights.name,
             len(network.layers),
             network.classes,
@@ -80,6 +80,7 @@ class YoloV3Predictor(Model):
             self.net_w,
             self.net_h,
             s.engine,
+            getattr(self.engine, "providers", [s.precision])[0],
             threads,
             time.perf_counter() - t0,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
-from predictor.engine import ENGINES, PRECISIONS
+from predictor.engine import DEVICES, ENGINES, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class PredictorSettings:
     engine: str = "onnxruntime"
     #: ``fp32`` (Darknet-exact) or ``bf16`` (OpenVINO only; faster, confidences shift by <= ~0.04).
     precision: str = "fp32"
+    #: ``auto`` (CUDA if this onnxruntime build has it, else CPU), ``cpu``, ``cuda`` or ``tensorrt``.
+    device: str = "auto"
     #: Inference threads; 0 = the CPUs available to the process (affinity and cgroup quota).
     threads: int = 0
     #: Dynamic batching: at most this many images per engine call.
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input_size", type=int, default=d.input_size, help="network input size (multiple of 32; 0 = from cfg)")
     p.add_argument("--engine", choices=ENGINES, default=d.engine)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument("--device", choices=DEVICES, default=d.device, help="execution device (onnxruntime engine)")
     p.add_argument("--threads", type=int, default=d.threads, help="inference threads (0 = CPUs available)")
     p.add_argument("--max_batch_size", type=int, default=d.max_batch_size)
     p.add_argument("--max_batch_delay_ms", type=float, default=d.max_batch_delay_ms)
