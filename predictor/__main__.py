@@ -7,17 +7,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from predictor.settings import build_parser, parse_settings
+    from predictor.settings import parse_settings
 
-    try:
-        settings = parse_settings(argv)
-    except ValueError as e:
-        build_parser().error(str(e))
-    ns = build_parser().parse_args(argv)
+    settings = parse_settings(argv)
 
     from yolo_contract.serving import HttpLimits, configure_logging, serve
 
-    configure_logging(ns.log_config_file, json_logs=ns.json_logs)
+    configure_logging(settings.log_config_file, json_logs=settings.json_logs)
     log = logging.getLogger("predictor")
 
     from predictor.darknet import ModelFormatError

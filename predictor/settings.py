@@ -7,7 +7,7 @@ The parser extends ``kserve.model_server.parser`` (``--model_name``, ``--http_po
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from predictor.engine import DEVICES, ENGINES, PRECISIONS
 
@@ -56,19 +56,17 @@ class PredictorSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     #: One JSON object per log line.
     json_logs: bool = False
+    #: KServe's logging config file (yaml/json/ini), if any.
+    log_config_file: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import kserve.model_server
+    from yolo_contract.serving import component_parser
 
-    p = argparse.ArgumentParser(
-        prog="python -m predictor",
-        description="Serve a Darknet YOLOv3 model (.cfg + .weights + .names) as a KServe model.",
-        parents=[kserve.model_server.parser],
-        conflict_handler="resolve",
-    )
     d = PredictorSettings()
-    p.set_defaults(model_name=d.model_name)
+    p = component_parser(
+        "python -m predictor", "Serve a Darknet YOLOv3 model (.cfg + .weights + .names) as a KServe model.", d
+    )
     p.add_argument("--model_dir", default=d.model_dir, help="directory with the .cfg, .weights and .names files")
     p.add_argument("--input_size", type=int, default=d.input_size, help="network input size (multiple of 32; 0 = from cfg)")
     p.add_argument("--engine", choices=ENGINES, default=d.engine)
@@ -84,9 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, default=d.confidence)
     p.add_argument("--iou_threshold", type=float, default=d.iou_threshold)
     p.add_argument("--max_detections", type=int, default=d.max_detections)
-    p.add_argument("--grace_period", type=int, default=d.grace_period)
-    p.add_argument("--max_body_bytes", type=int, default=d.max_body_bytes)
-    p.add_argument("--json_logs", action="store_true", help="log one JSON object per line")
     return p
 
 
@@ -102,8 +97,7 @@ def _check(s: PredictorSettings) -> None:
 
 
 def parse_settings(argv: list[str] | None = None) -> PredictorSettings:
-    ns = build_parser().parse_args(argv)
-    values = {f.name: getattr(ns, f.name) for f in fields(PredictorSettings) if hasattr(ns, f.name)}
-    settings = PredictorSettings(**values)
-    _check(settings)
-    return settings
+    """Settings from the command line; invalid values exit with argparse's usage error."""
+    from yolo_contract.serving import parse_into
+
+    return parse_into(PredictorSettings, build_parser(), argv, _check)

@@ -6,13 +6,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformer.settings import build_parser, parse_settings
+    from transformer.settings import parse_settings
 
-    try:
-        settings = parse_settings(argv)
-    except ValueError as e:
-        build_parser().error(str(e))
-    ns = build_parser().parse_args(argv)
+    settings = parse_settings(argv)
 
     from kserve.model import PredictorConfig
 
@@ -20,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformer.payload import rewrite_request
     from yolo_contract.serving import HttpLimits, configure_logging, serve
 
-    configure_logging(ns.log_config_file, json_logs=settings.json_logs)
+    configure_logging(settings.log_config_file, json_logs=settings.json_logs)
     model = ImageTransformer(settings)
     model.load()
     serve(

@@ -216,7 +216,7 @@ def rewrite_request(path: str, headers: list, body: bytes):
                 items.append(base64.b64encode(item).decode())
                 pos += 4 + length
             inp["data"] = items
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as e:
         raise BadRequest("malformed v2 binary request (inference-header-content-length / binary_data_size)") from e
     new_headers = [
         (k, v) for k, v in headers if k not in (b"inference-header-content-length", b"content-type", b"content-length")

@@ -7,7 +7,7 @@ The parser extends ``kserve.model_server.parser``; the KServe controller injects
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class TransformerSettings:
     wire_dtype: str = "uint8"
     #: One JSON object per log line.
     json_logs: bool = False
+    #: KServe's logging config file (yaml/json/ini), if any.
+    log_config_file: str | None = None
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = True
@@ -46,38 +48,28 @@ class TransformerSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import kserve.model_server
+    from yolo_contract.serving import component_parser
 
-    p = argparse.ArgumentParser(
-        prog="python -m transformer",
-        description="KServe transformer: images in, Darknet-exact YOLO detections out (calls the predictor over grpc-v2).",
-        parents=[kserve.model_server.parser],
-        conflict_handler="resolve",
-    )
     d = TransformerSettings()
+    p = component_parser(
+        "python -m transformer",
+        "KServe transformer: images in, Darknet-exact YOLO detections out (calls the predictor over grpc-v2).",
+        d,
+    )
     p.set_defaults(
-        model_name=d.model_name,
         predictor_protocol=d.predictor_protocol,
         predictor_request_timeout_seconds=d.predictor_request_timeout_seconds,
     )
     p.add_argument("--input_size", type=int, default=d.input_size, help="letterbox size (multiple of 32)")
-    p.add_argument("--max_body_bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--max_pixels", type=int, default=d.max_pixels)
     p.add_argument("--max_batch_images", type=int, default=d.max_batch_images)
     p.add_argument("--max_inflight", type=int, default=d.max_inflight)
     p.add_argument("--body_read_timeout_seconds", type=float, default=d.body_read_timeout_seconds)
     p.add_argument("--wire_dtype", choices=("uint8", "fp32"), default=d.wire_dtype)
-    p.add_argument("--json_logs", action="store_true", help="log one JSON object per line")
-    p.add_argument("--grace_period", type=int, default=d.grace_period)
     return p
 
 
-def parse_settings(argv: list[str] | None = None) -> TransformerSettings:
-    ns = build_parser().parse_args(argv)
-    values = {f.name: getattr(ns, f.name) for f in fields(TransformerSettings) if hasattr(ns, f.name)}
-    values["enable_predictor_health_check"] = bool(ns.enable_predictor_health_check)
-    values["predictor_host"] = ns.predictor_host or ""
-    s = TransformerSettings(**values)
+def _check(s: TransformerSettings) -> None:
     if not s.predictor_host:
         raise ValueError("--predictor_host is required")
     if s.predictor_protocol != "grpc-v2":
@@ -86,4 +78,12 @@ def parse_settings(argv: list[str] | None = None) -> TransformerSettings:
         raise ValueError("--input_size must be a multiple of 32 in [32, 1536]")
     if min(s.max_body_bytes, s.max_pixels, s.max_batch_images, s.max_inflight) < 1:
         raise ValueError("limits must be >= 1")
-    return s
+
+
+def parse_settings(argv: list[str] | None = None) -> TransformerSettings:
+    """Settings from the command line; invalid values exit with argparse's usage error."""
+    from yolo_contract.serving import parse_into
+
+    p = build_parser()
+    p.set_defaults(predictor_host="")
+    return parse_into(TransformerSettings, p, argv, _check)

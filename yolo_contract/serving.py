@@ -12,18 +12,22 @@ One place maps typed errors to responses, and one ASGI middleware gives every re
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from yolo_contract.errors import Forbidden, ServingError
+from yolo_contract.errors import BadRequest, Forbidden, ServingError
 from yolo_contract.observability import METRICS
 from yolo_contract.tensors import QUERY_HEADER as _QUERY, REQUEST_ID_HEADER
 
@@ -31,6 +35,33 @@ QUERY_HEADER = _QUERY.encode()
 
 logger = logging.getLogger("yolo_kserve")
 access_logger = logging.getLogger("yolo_kserve.access")
+
+
+def component_parser(prog: str, description: str, defaults) -> argparse.ArgumentParser:
+    """KServe's parser (``--model_name``, ``--http_port``, ...) plus the flags both servers share."""
+    import kserve.model_server
+
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, parents=[kserve.model_server.parser], conflict_handler="resolve"
+    )
+    p.set_defaults(model_name=defaults.model_name)
+    p.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes, help="largest request body (413 above)")
+    p.add_argument("--grace_period", type=int, default=defaults.grace_period, help="seconds SIGTERM waits for in-flight work")
+    p.add_argument("--json_logs", action="store_true", help="log one JSON object per line")
+    return p
+
+
+def parse_into(cls, parser: argparse.ArgumentParser, argv: list[str] | None, check=None):
+    """Parse ``argv`` into the frozen settings dataclass ``cls``; invalid values exit like argparse."""
+    ns = parser.parse_args(argv)
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
+    try:
+        settings = cls(**values)
+        if check is not None:
+            check(settings)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    return settings
 
 
 @dataclass(frozen=True)
@@ -61,6 +92,14 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
     return error_response(400, f"invalid request body{' at ' + where if where else ''}: {first.get('msg', 'malformed')}")
 
 
+async def _http_exception_handler(request: Request, exc: StarletteHTTPException) -> Response:
+    # FastAPI/Starlette's own errors (unparsable JSON body 400, unknown route 404, routing 405)
+    # answer {"detail": ...}; keep the one error shape of the inference protocols.
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+
 async def _kserve_decode_error_handler(request: Request, exc: Exception) -> JSONResponse:
     # KServe raises InferenceError while decoding/encoding tensors and echoes the data in the
     # message (whole images); answer a fixed client error and keep the detail out of the body.
@@ -74,6 +113,30 @@ async def _internal_error_handler(request: Request, exc: Exception) -> JSONRespo
     return error_response(500, "internal server error")
 
 
+def _guard_v2_decode() -> None:
+    """KServe decodes v2 REST bodies (binary extension included) before any model code runs, and a
+    header that does not match its binary data (shape vs. byte count, a non-integer size, missing
+    keys) escapes as ValueError/TypeError/KeyError -> 500. Those are client errors: answer 400."""
+    from kserve.errors import InvalidInput
+    from kserve.protocol.dataplane import DataPlane
+
+    original = DataPlane.decode_inference_request
+    if getattr(original, "_yolo_guarded", False):
+        return
+
+    def decode_inference_request(self, body, headers, model_name):
+        try:
+            return original(self, body, headers, model_name)
+        except InvalidInput:
+            raise  # KServe's own 400
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+            logger.info("malformed v2 request (request id %s): %s", (headers or {}).get(REQUEST_ID_HEADER, "-"), type(e).__name__)
+            raise BadRequest("malformed v2 inference request: tensor header and data do not match") from e
+
+    decode_inference_request._yolo_guarded = True
+    DataPlane.decode_inference_request = decode_inference_request
+
+
 def install(app: FastAPI, component: str, limits: HttpLimits, rewrite=None) -> None:
     """Install error mapping and the request middleware on KServe's FastAPI ``app``.
 
@@ -84,8 +147,10 @@ def install(app: FastAPI, component: str, limits: HttpLimits, rewrite=None) -> N
 
     app.add_exception_handler(ServingError, _serving_error_handler(component))
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     kserve_rest.generic_exception_handler = _internal_error_handler
     kserve_rest.inference_error_handler = _kserve_decode_error_handler
+    _guard_v2_decode()
     app.add_middleware(RequestMiddleware, component=component, limits=limits, rewrite=rewrite)
 
 
@@ -159,6 +224,12 @@ class RequestMiddleware:
                 return await reject(403, "repository_api", "the model repository API is disabled on this server")
             if method != "POST" and (path.endswith(":predict") or path.endswith(":explain") or path.endswith("/infer")):
                 return await reject(405, "method", f"{method} is not allowed here; use POST", ((b"allow", b"POST"),))
+            if path.endswith(":explain"):
+                # KServe answers 501 after running preprocess (a whole image decode); no explainer here
+                return await reject(404, "not_found", "this server has no explainer; use :predict")
+            if _asks_for_version(path, scope.get("query_string", b"")):
+                # KServe raises NotImplementedError -> 501; one unversioned model is served here
+                return await reject(404, "not_found", "model versions are not served here; omit the version")
             if content_length is not None and (content_length < 0 or content_length > self.limits.max_body_bytes):
                 return await reject(
                     413, "too_large", f"request body exceeds {self.limits.max_body_bytes} bytes"
@@ -212,6 +283,13 @@ class RequestMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _asks_for_version(path: str, query: bytes) -> bool:
+    """``/v2/models/<name>/versions/<v>/...`` or a non-empty ``model_version`` query parameter."""
+    if path.startswith("/v2/models/") and "/versions/" in path:
+        return True
+    return bool(query) and any(k == "model_version" and v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True))
 
 
 def _replay(body: bytes, receive):

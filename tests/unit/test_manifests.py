@@ -522,8 +522,8 @@ def test_standard_overlay_uses_hpa_and_no_knative_only_fields():
 
 
 def test_deploy_doc_references_existing_paths():
-    doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    doc = (REPO_ROOT / "README.md").read_text()
     for path in set(re.findall(r"manifests/[\w./-]+|Dockerfile\.\w+|docs/[\w.-]+", doc)):
-        assert (REPO_ROOT / path.rstrip(".")).exists(), f"docs/deploy.md mentions missing {path}"
+        assert (REPO_ROOT / path.rstrip(".")).exists(), f"README.md mentions missing {path}"
     for kdir in re.findall(r"kubectl (?:apply|delete|diff|kustomize) -k (manifests/[\w./-]+)", doc):
         assert (REPO_ROOT / kdir / "kustomization.yaml").exists(), kdir
