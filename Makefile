@@ -40,7 +40,7 @@ test-component: model
 	$(PY) -m pytest -q -m component $(PYTEST_ARGS)
 
 bench: model
-	$(VENV)/bin/yolo-kserve bench --start-stack --model-dir $(MODEL_DIR)
+	$(VENV)/bin/yolo-kserve bench --start-stack --model-dir $(MODEL_DIR) --engine-only --predictor-only --json bench-results/bench.json --chart bench-results/bench.png
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

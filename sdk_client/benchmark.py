@@ -18,7 +18,8 @@ JSON report (``--json``; ``schema`` = :data:`SCHEMA`). Times are milliseconds un
                        concurrency: [int], duration_s, requests, warmup, timeout_s, start_stack,
                        model_dir, predictor_grpc, engine, precision, threads}
     system            {cpus, platform, python, numpy}
-    gemm              {n, seconds, iterations, gflops (p50 of the runs), gflops_best}
+    gemm              {n, seconds, iterations, gflops (p50 of the runs), gflops_best,
+                       blas_core (OpenBLAS kernel picked at run time, or null)}
     model             {model_dir, cfg, width, height, gflop, floor_ms, floor_ips} | null
     e2e               {target, protocol: "v1 raw JPEG", levels: [LEVEL]} | null
     predictor         {target, protocol: "grpc-v2 UINT8 tensor", levels: [LEVEL]} | null
@@ -70,6 +71,7 @@ __all__ = [
     "time_runs",
     "engine_batch_summary",
     "measure_gemm",
+    "measure_gemm_native",
     "compute_ratios",
     "baseline_comparison",
     "build_report",
@@ -260,11 +262,43 @@ def engine_batch_summary(times: Sequence[float], batch: int) -> dict[str, Any]:
 # compute floor
 
 
+def blas_core() -> str | None:
+    """The kernel OpenBLAS picked at run time (e.g. ``"Haswell"``, ``"SkylakeX"``), if numpy's BLAS
+    is a loaded OpenBLAS that says so; ``None`` otherwise. An older OpenBLAS may not know a new CPU
+    and fall back to narrower kernels, which lowers the GEMM rate (and raises the floor)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = sorted({ln.split()[-1] for ln in f
+                            if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                    "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(lib, sym, None)
+            if fn is None:
+                continue
+            fn.restype = ctypes.c_char_p
+            try:
+                name = fn()
+            except Exception:  # noqa: BLE001 -- informational only
+                continue
+            if name:
+                return name.decode(errors="replace")
+    return None
+
+
 def measure_gemm(n: int = 2048, seconds: float = 2.0, min_runs: int = 3) -> dict[str, Any]:
     """fp32 ``n x n`` numpy matmul on every core numpy's BLAS uses, for about ``seconds``.
 
-    Returns ``{n, seconds, iterations, gflops, gflops_best}``; ``gflops`` is the median of the
-    per-run rates (engines.md §2.1 uses the same measure as the peak).
+    Returns ``{n, seconds, iterations, gflops, gflops_best, blas_core}``; ``gflops`` is the median
+    of the per-run rates (engines.md §2.1 uses the same measure as the peak).
     """
     import numpy as np
 
@@ -286,7 +320,31 @@ def measure_gemm(n: int = 2048, seconds: float = 2.0, min_runs: int = 3) -> dict
         "iterations": len(rates),
         "gflops": round(percentile(rates, 50), 2),
         "gflops_best": round(max(rates), 2),
+        "blas_core": blas_core(),
     }
+
+
+def measure_gemm_native(n: int = 2048, seconds: float = 2.0) -> dict[str, Any]:
+    """:func:`measure_gemm` in a child process with ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE``
+    removed, so OpenBLAS picks its kernel for this CPU (some hosts pin an older, narrower kernel for
+    old OpenBLAS builds; that would understate the peak). Falls back to in-process on failure."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    code = "import json, sys; from sdk_client.benchmark import measure_gemm; print(json.dumps(measure_gemm(int(sys.argv[1]), float(sys.argv[2]))))"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(n), str(seconds)], env=env, capture_output=True, text=True,
+            timeout=seconds + 60, check=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["native_kernel"] = True
+        return result
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        return measure_gemm(n, seconds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,7 +608,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         floor = (f"; {model['gflop']:.3f} GFLOP at {model['width']}x{model['height']} -> floor "
                  f"{model['floor_ms']:.1f} ms ({model['floor_ips']:.1f} img/s)")
     if gemm:
-        lines.append(f"host {sysinfo['cpus']} CPUs; fp32 GEMM n={gemm['n']}: {gemm['gflops']:.1f} "
+        core = f" ({gemm['blas_core']} kernel)" if gemm.get("blas_core") else ""
+        lines.append(f"host {sysinfo['cpus']} CPUs; fp32 GEMM n={gemm['n']}{core}: {gemm['gflops']:.1f} "
                      f"GFLOP/s (best {gemm['gflops_best']:.1f}, {gemm['iterations']} runs){floor}")
     lines.append("")
     if report["e2e"]:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import httpx
 
-__all__ = ["LocalStack", "StackError", "free_ports"]
+__all__ = ["LocalStack", "ServerProcess", "StackError", "free_ports"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -46,9 +46,11 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-class _Server:
+class ServerProcess:
+    """One ``python -m <module>`` server on loopback ports, logging to ``log_path``."""
+
     def __init__(self, module: str, args: Sequence[str], log_path: Path, http_port: int, grpc_port: int):
-        self.module, self.args, self.log_path = module, list(args), log_path
+        self.module, self.args, self.log_path = module, list(args), Path(log_path)
         self.http_port, self.grpc_port = http_port, grpc_port
         self.proc: subprocess.Popen | None = None
         self._log = None
@@ -61,21 +63,25 @@ class _Server:
     def grpc_target(self) -> str:
         return f"{LOOPBACK}:{self.grpc_port}"
 
-    def start(self) -> None:
+    def start(self) -> "ServerProcess":
         self._log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", self.module, "--http_port", str(self.http_port),
                "--grpc_port", str(self.grpc_port), *self.args]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def log(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
-    def wait_ready(self, path: str, timeout: float) -> None:
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log()[-chars:]
+
+    def wait_ready(self, path: str, timeout: float = 60.0) -> "ServerProcess":
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0, trust_env=False) as client:
             while time.monotonic() < deadline:
@@ -84,13 +90,18 @@ class _Server:
                                      f"log {self.log_path}:\n{self.log_tail()}")
                 try:
                     if client.get(self.url + path).status_code == 200:
-                        return
+                        return self
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.2)
+                time.sleep(0.1)
         raise StackError(f"{self.module} not ready after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
 
-    def stop(self, grace: float) -> None:
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, grace: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status."""
         p = self.proc
         if p is not None and p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -102,6 +113,7 @@ class _Server:
         if self._log is not None:
             self._log.close()
             self._log = None
+        return None if p is None else p.returncode
 
 
 class LocalStack:
@@ -123,8 +135,8 @@ class LocalStack:
         self.ready_timeout, self.stop_grace = ready_timeout, stop_grace
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="yolo-kserve-bench-"))
-        self.predictor: _Server | None = None
-        self.transformer: _Server | None = None
+        self.predictor: ServerProcess | None = None
+        self.transformer: ServerProcess | None = None
         self._old_sigterm = None
         self._stopping = False
         self.failed = False
@@ -142,14 +154,14 @@ class LocalStack:
         try:
             p_http, p_grpc, t_http, t_grpc = free_ports(4)
             ready = f"/v2/models/{self.model_name}/ready"
-            self.predictor = _Server(
+            self.predictor = ServerProcess(
                 "predictor",
                 ["--model_name", self.model_name, "--model_dir", self.model_dir,
                  "--enable_latency_logging", "false", *self.predictor_args],
                 self.log_dir / "predictor.log", p_http, p_grpc)
             self.predictor.start()
             self.predictor.wait_ready(ready, self.ready_timeout)
-            self.transformer = _Server(
+            self.transformer = ServerProcess(
                 "transformer",
                 ["--model_name", self.model_name, "--predictor_host", self.predictor.grpc_target,
                  "--predictor_protocol", "grpc-v2", "--enable_predictor_health_check",

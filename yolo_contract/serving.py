@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ async def _internal_error_handler(request: Request, exc: Exception) -> JSONRespo
 def _guard_v2_decode() -> None:
     """KServe decodes v2 REST bodies (binary extension included) before any model code runs, and a
     header that does not match its binary data (shape vs. byte count, a non-integer size, missing
-    keys) escapes as ValueError/TypeError/KeyError -> 500. Those are client errors: answer 400."""
+    keys, BYTES length prefixes past the end) escapes as ValueError/TypeError/KeyError/struct.error
+    -> 500. Those are client errors: answer 400."""
     from kserve.errors import InvalidInput
     from kserve.protocol.dataplane import DataPlane
 
@@ -129,7 +131,7 @@ def _guard_v2_decode() -> None:
             return original(self, body, headers, model_name)
         except InvalidInput:
             raise  # KServe's own 400
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, struct.error) as e:
             logger.info("malformed v2 request (request id %s): %s", (headers or {}).get(REQUEST_ID_HEADER, "-"), type(e).__name__)
             raise BadRequest("malformed v2 inference request: tensor header and data do not match") from e
 

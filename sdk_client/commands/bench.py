@@ -203,11 +203,11 @@ def _plain_argv() -> Iterator[None]:
 
 
 def _find_default(rel: Path) -> Path | None:
-    for base in (Path.cwd(), _REPO):
-        cand = base / rel
-        if cand.exists():
-            return cand if base == Path.cwd() else cand.resolve()
-    return None
+    """``rel`` under the current folder, else under this checkout of the repository."""
+    if rel.exists():
+        return rel
+    cand = _REPO / rel
+    return cand if cand.exists() else None
 
 
 def _display(path: Path) -> str:
@@ -480,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. floor
     log(f"fp32 GEMM n=2048 for {args.gemm_seconds:g} s")
-    gemm = B.measure_gemm(2048, args.gemm_seconds)
+    gemm = B.measure_gemm_native(2048, args.gemm_seconds)
     model = None
     if model_dir is not None:
         try:

@@ -76,3 +76,22 @@ def test_bench_reports_an_unreachable_target(tmp_path, capsys):
                "--warmup", "1", "--gemm-seconds", "0.1", "--timeout", "2", "-q"])
     assert rc == 1
     assert "no warm-up request" in capsys.readouterr().err
+
+
+def test_bench_start_stack_starts_and_stops_its_servers(tiny_model_dir, tmp_path, capsys):
+    import httpx
+
+    out = tmp_path / "stack.json"
+    rc = main(["bench", "--start-stack", "--model-dir", str(tiny_model_dir), "--stack-threads", "1",
+               "--requests", "3", "--concurrency", "1", "--warmup", "1", "--gemm-seconds", "0.1",
+               "--predictor-only", "--json", str(out)])
+    _, stderr = capsys.readouterr()
+    assert rc == 0, stderr
+    report = json.loads(out.read_text())
+    assert B.validate_report(report) == [] and report["errors"] == 0
+    assert report["config"]["start_stack"] is True
+    url = report["e2e"]["target"]
+    assert url.startswith("http://127.0.0.1:") and report["predictor"]["target"].startswith("127.0.0.1:")
+    assert report["e2e"]["levels"][0]["ok"] == report["predictor"]["levels"][0]["ok"] == 3
+    with pytest.raises(httpx.TransportError):  # the servers are gone
+        httpx.get(url + "/v2/health/live", timeout=2.0, trust_env=False)

@@ -229,10 +229,13 @@ class Tally:
         log = self.server.log().splitlines()
         for label, rid, problem, curl in self.failures[:limit]:
             out.append(f"--- {label} [{rid}]: {problem}\n{curl}")
-            # the internal-error handler logs "internal error (request id <rid>)" and a traceback
+            # the internal-error handler logs "internal error (request id <rid>)" and a traceback:
+            # show its first line and its last frames (where the exception was raised)
             for i, line in enumerate(log):
                 if rid in line and "yolo_kserve.access" not in line:
-                    out.append("\n".join(log[i : i + 40]))
+                    end = next((j for j in range(i + 1, len(log)) if log[j][:2] == "20"), len(log))
+                    tb = [ln for ln in log[i + 1 : end] if ln.strip().strip("^~ ")]
+                    out.append("\n".join([line, *(["  ..."] if len(tb) > 14 else []), *tb[-14:]]))
                     break
         return f"{len(self.failures)} failing case(s):\n" + "\n".join(out)
 
@@ -339,15 +342,18 @@ def test_transformer_rest_api_schema_fuzz(live_stack):
 _json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.text(max_size=8))
 _json = st.recursive(_json_scalars, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=6), c, max_size=3)), max_leaves=8)
 _binary_input = st.fixed_dictionaries(
-    {"name": st.sampled_from(["images", "x"]), "datatype": st.sampled_from(["BYTES", "BYTES", "UINT8"]),
-     "shape": st.lists(st.integers(-1, 4), max_size=2)},
+    {"name": st.sampled_from(["images", "x"]), "datatype": st.sampled_from(["BYTES"] * 4 + ["UINT8", "FP32", "INT32"]),
+     "shape": st.lists(st.integers(-1, 4), max_size=4)},
     optional={"parameters": st.one_of(
-        st.fixed_dictionaries({"binary_data_size": st.one_of(st.integers(-2, 64), st.text(max_size=3), _json)}), _json)},
+        st.fixed_dictionaries({"binary_data_size": st.one_of(st.integers(-2, 64), st.text(max_size=3), _json)}),
+        _json_scalars, _json)},
 )
+_IHCL_TEXT = st.text(string.ascii_letters + string.digits + "-+.", min_size=1, max_size=4)
 
 
 @st.composite
-def _binary_requests(draw):
+def _loose_request(draw):
+    """Anything JSON in the header, random or length-prefixed bytes after it."""
     header = draw(st.one_of(
         st.fixed_dictionaries({"inputs": st.lists(_binary_input, max_size=3)}, optional={"parameters": _json}),
         _json,
@@ -358,9 +364,27 @@ def _binary_requests(draw):
         # well-formed length-prefixed BYTES elements (random bytes, so not images)
         st.lists(st.binary(max_size=12), max_size=3).map(lambda xs: b"".join(len(x).to_bytes(4, "little") + x for x in xs)),
     ))
-    ihcl = draw(st.one_of(st.just(str(len(head))), st.integers(-3, len(head) + 8).map(str),
-                         st.text(string.ascii_letters + string.digits + "-+. ", max_size=4)))
+    exact = str(len(head))
+    ihcl = draw(st.one_of(st.just(exact), st.just(exact), st.integers(-3, len(head) + 8).map(str), _IHCL_TEXT))
     return head + tail, ihcl
+
+
+@st.composite
+def _tensor_request(draw):
+    """A [N,3,H,W] UINT8/FP32 tensor whose byte count matches, give or take a few bytes."""
+    dtype = draw(st.sampled_from(["UINT8", "FP32"]))
+    shape = [draw(st.integers(1, 2)), draw(st.sampled_from([3, 3, 1])), draw(st.sampled_from([32, 2])), 32]
+    size = 4 ** (dtype == "FP32") * shape[0] * shape[1] * shape[2] * shape[3]
+    declared = size + draw(st.sampled_from([0, 0, 0, -1, 1]))
+    header = {"inputs": [{"name": "images", "datatype": dtype, "shape": shape, "parameters": {"binary_data_size": declared}}]}
+    if draw(st.booleans()):
+        header["parameters"] = draw(st.fixed_dictionaries({}, optional={k: _json_scalars for k in ("confidence", "max_detections", "nms")}))
+    head = json.dumps(header).encode()
+    fill = draw(st.sampled_from([0, 0x3F, 0x7F, 0xFF]))  # 0x3F3F3F3F = 0.75 as FP32, 0x7F.. NaN
+    return head + bytes([fill]) * max(0, declared), str(len(head))
+
+
+_binary_requests = st.one_of(_loose_request(), _loose_request(), _tensor_request())
 
 
 @pytest.mark.parametrize("component", ["transformer", "predictor"])
@@ -376,7 +400,7 @@ def test_v2_binary_extension_fuzz(live_stack, component):
     with httpx.Client(timeout=30) as client:
         @settings(max_examples=250, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(_binary_requests())
+        @given(_binary_requests)
         def run(req):
             body, ihcl = req
             rid = f"bin-{next(tally.ids):05d}"

@@ -157,7 +157,7 @@ def test_time_runs_and_engine_summary():
 
 def test_measure_gemm_reports_gflops():
     g = B.measure_gemm(n=64, seconds=0.01, min_runs=3)
-    assert g["n"] == 64 and g["iterations"] >= 3
+    assert g["n"] == 64 and g["iterations"] >= 3 and "blas_core" in g
     assert 0 < g["gflops"] <= g["gflops_best"]
 
 
