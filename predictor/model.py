@@ -160,6 +160,7 @@ class YoloV3Predictor(Model):
         x = images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else images
         outputs = self.engine.run(np.ascontiguousarray(x))
         t1 = time.perf_counter()
+        METRICS.batch_size.labels(self.name).observe(len(images))  # once per engine call
         h, w = images.shape[2:]
         results, offset = [], 0
         layers = self.network.yolo_layers

@@ -69,9 +69,6 @@ class Metrics:
     def observe_predictor(self, model: str, timings: Mapping[str, object], shape, rows: Iterable, names) -> None:
         self.observe_stages("predictor", model, timings)  # type: ignore[arg-type]
         self.images.labels("predictor", model).inc(int(shape[0]))
-        batch = timings.get("batch")
-        if isinstance(batch, int):
-            self.batch_size.labels(model).observe(batch)
         for r in rows:
             for class_id in r[:, 5].astype(int):
                 self.detections.labels("predictor", model, names[class_id]).inc()
