@@ -21,7 +21,7 @@ import numpy as np
 from yolo_contract.errors import Overloaded
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: the queue removes jobs by identity
 class Job:
     images: np.ndarray  # [n, 3, H, W]
     params: Any
@@ -95,9 +95,9 @@ class Batcher:
                 await asyncio.sleep(max(0.0, oldest + self.max_delay - time.perf_counter()))
             batch = self._take_batch()
             started = time.perf_counter()
-            images = batch[0].images if len(batch) == 1 else np.concatenate([j.images for j in batch])
-            self.last_batch_sizes.appendleft(int(images.shape[0]))
             try:
+                images = batch[0].images if len(batch) == 1 else np.concatenate([j.images for j in batch])
+                self.last_batch_sizes.appendleft(int(images.shape[0]))
                 results = await loop.run_in_executor(self._executor, self.work, images, batch)
                 if len(results) != len(batch):
                     raise RuntimeError(f"batch work returned {len(results)} results for {len(batch)} jobs")
