@@ -111,7 +111,10 @@ class YoloV3Predictor(Model):
         if p.get("class_filter"):
             unknown = [n for n in p["class_filter"] if n not in self.names]
             if unknown:
-                raise BadRequest(f"unknown class name(s) in class_filter: {', '.join(sorted(unknown)[:5])}")
+                # request data is never echoed back (log/response hygiene): count, don't quote
+                raise BadRequest(
+                    f"class_filter has {len(unknown)} name(s) that are not among this model's {len(self.names)} classes"
+                )
             class_ids = frozenset(self.names.index(n) for n in p["class_filter"])
         return DecodeParams(
             confidence=p.get("confidence", s.confidence),

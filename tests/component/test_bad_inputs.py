@@ -130,3 +130,24 @@ def test_odd_but_valid_images_are_answered(client, case):
     assert doc["image"] == {"width": w, "height": h}
     if case in ("one_pixel", "rgba_png"):
         assert doc["detections"] == []
+
+
+def test_request_data_never_reaches_logs_or_error_bodies(live_stack, client):
+    """reliability.md §3 log hygiene: a canary string inside bad payloads appears in no log line."""
+    canary = "CANARYc4n4ry0123456789"
+    canary_b64 = base64.b64encode(canary.encode() * 4).decode()
+    payloads = [
+        raw(canary.encode() * 50),  # not an image
+        {"json": {"instances": [{"b64": canary_b64}]}},  # valid base64, not an image
+        {"json": {"instances": [canary]}},  # invalid base64
+        {"content": b"{" + canary.encode(), "headers": {"content-type": "application/json"}},
+        v2([canary_b64]),
+        v2([canary], datatype="FP32"),
+        {"json": {"instances": [b64(imagegen.dog_jpeg())], "parameters": {"class_filter": [canary]}}},
+    ]
+    for kwargs in payloads:
+        r = client.post(PREDICT if "inputs" not in str(kwargs.get("json", "")) else INFER, **kwargs)
+        assert 400 <= r.status_code < 500
+        assert canary not in r.text and canary_b64[:20] not in r.text
+    logs = live_stack.transformer.log() + live_stack.predictor.log()
+    assert canary not in logs and canary_b64[:20] not in logs
