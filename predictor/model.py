@@ -6,7 +6,6 @@ predict: v2 / grpc-v2 ``images`` batch in, compact detection tensors out (``yolo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Sequence

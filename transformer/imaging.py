@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from transformer.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from yolo_contract.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS", "decode_image", "sniff_format"]
 

@@ -28,6 +28,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator
+from sdk_client.commands import argtypes
 
 NAME = "bench"
 PROG = "yolo-kserve bench"
@@ -73,36 +74,6 @@ def _concurrency_list(text: str) -> list[int]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if val < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return val
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if val < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return val
-
-
-def _positive_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not val > 0 or val != val or val == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return val
-
-
 def _non_negative_float(text: str) -> float:
     try:
         val = float(text)
@@ -136,14 +107,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("load")
     g.add_argument("-c", "--concurrency", type=_concurrency_list, default=_concurrency_list(DEFAULT_CONCURRENCY),
                    metavar="N,N,...", help=f"concurrency levels (default: {DEFAULT_CONCURRENCY})")
-    g.add_argument("--duration", type=_positive_float, metavar="S",
+    g.add_argument("--duration", type=argtypes.positive_float, metavar="S",
                    help=f"seconds per level (default: {DEFAULT_DURATION:g} unless --requests is given)")
-    g.add_argument("--requests", type=_positive_int, metavar="N",
+    g.add_argument("--requests", type=argtypes.positive_int, metavar="N",
                    help=f"requests per level (a level also stops after --duration, if given, or "
                    f"{MAX_LEVEL_SECONDS:g} s)")
-    g.add_argument("--warmup", type=_non_negative_int, default=3, metavar="N",
+    g.add_argument("--warmup", type=argtypes.non_negative_int, default=3, metavar="N",
                    help="sequential warm-up requests per target, not counted (default: %(default)s)")
-    g.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+    g.add_argument("--timeout", type=argtypes.positive_float, default=60.0, metavar="S",
                    help="per-request timeout (default: %(default)s)")
     g.add_argument("--pause", type=_non_negative_float, default=0.5, metavar="S",
                    help="idle gap between levels (default: %(default)s)")
@@ -154,7 +125,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--model-dir", metavar="DIR",
                    help=f"model (.cfg/.weights/.names) for --start-stack, --engine-only and the floor "
                    f"(default: {_DEFAULT_MODEL_DIR} of the repository, if present)")
-    g.add_argument("--stack-threads", type=_non_negative_int, default=0, metavar="N",
+    g.add_argument("--stack-threads", type=argtypes.non_negative_int, default=0, metavar="N",
                    help="inference threads of the started predictor (default: 0 = all CPUs)")
 
     g = p.add_argument_group("predictor and engine")
@@ -169,13 +140,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="precision for --engine-only and the started predictor (default: %(default)s; "
                    "bf16 needs openvino)")
-    g.add_argument("--threads", type=_non_negative_int, default=0, metavar="N",
+    g.add_argument("--threads", type=argtypes.non_negative_int, default=0, metavar="N",
                    help="engine threads for --engine-only (default: 0 = all CPUs)")
-    g.add_argument("--engine-seconds", type=_positive_float, default=3.0, metavar="S",
+    g.add_argument("--engine-seconds", type=argtypes.positive_float, default=3.0, metavar="S",
                    help="timed seconds per batch size for --engine-only (default: %(default)s)")
-    g.add_argument("--input-size", type=_positive_int, default=416, metavar="N",
+    g.add_argument("--input-size", type=argtypes.positive_int, default=416, metavar="N",
                    help="letterbox size, as the transformer's --input_size (default: %(default)s)")
-    g.add_argument("--gemm-seconds", type=_positive_float, default=2.0, metavar="S",
+    g.add_argument("--gemm-seconds", type=argtypes.positive_float, default=2.0, metavar="S",
                    help="seconds of fp32 GEMM for the floor (default: %(default)s)")
 
     g = p.add_argument_group("output")

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, TextIO
+from sdk_client.commands import argtypes
 
 NAME = "detect"
 
@@ -28,46 +29,6 @@ _GLOB_CHARS = set("*?[")
 
 # --------------------------------------------------------------------------------------------
 # arguments
-
-
-def _fraction(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= val <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return val
-
-
-def _positive_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if val < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return val
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if val < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return val
-
-
-def _positive_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if val <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
 
 
 def default_url(protocol: str) -> str:
@@ -97,9 +58,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                    "(default: $SERVICE_HOSTNAME)")
     g.add_argument("--protocol", choices=PROTOCOLS, default="v1",
                    help="inference protocol (default: %(default)s)")
-    g.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+    g.add_argument("--timeout", type=argtypes.positive_float, default=DEFAULT_TIMEOUT, metavar="S",
                    help="per-request timeout in seconds (default: %(default)s)")
-    g.add_argument("--retries", type=_non_negative_int, default=DEFAULT_RETRIES, metavar="N",
+    g.add_argument("--retries", type=argtypes.non_negative_int, default=DEFAULT_RETRIES, metavar="N",
                    help="retries on 503/504/connection errors (default: %(default)s)")
     g.add_argument("--v2-binary", action="store_true",
                    help="v2 only: send images with the binary tensor extension instead of base64")
@@ -115,12 +76,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="image files, folders (searched recursively) or glob patterns")
     add_connection_arguments(p)
     g = p.add_argument_group("detection parameters")
-    g.add_argument("--conf", type=_fraction, metavar="P", help="confidence threshold (server "
+    g.add_argument("--conf", type=argtypes.fraction, metavar="P", help="confidence threshold (server "
                    "default 0.5)")
-    g.add_argument("--iou", type=_fraction, metavar="P", help="NMS IoU threshold (server "
+    g.add_argument("--iou", type=argtypes.fraction, metavar="P", help="NMS IoU threshold (server "
                    "default 0.45)")
     g.add_argument("--classes", metavar="A,B", help="comma-separated class names to keep")
-    g.add_argument("--max-det", type=_positive_int, metavar="N",
+    g.add_argument("--max-det", type=argtypes.positive_int, metavar="N",
                    help="at most N detections per image")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", metavar="FILE.jsonl",
@@ -133,7 +94,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="save copies with boxes and labels drawn in DIR (same file stems)")
     g.add_argument("--resume", action="store_true",
                    help="skip images already in --output and append to it")
-    g.add_argument("-c", "--concurrency", type=_positive_int, default=4, metavar="N",
+    g.add_argument("-c", "--concurrency", type=argtypes.positive_int, default=4, metavar="N",
                    help="requests in flight (default: %(default)s)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)

@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from typing import Any
+from sdk_client.commands import argtypes
 
 NAME = "rollout"
 GROUP = "serving.kserve.io"
@@ -351,16 +352,6 @@ def format_status(s: dict) -> str:
 # CLI
 
 
-def _percent(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= val <= 100:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100, got {text}")
-    return val
-
-
 def _seconds(text: str) -> float:
     try:
         val = float(text)
@@ -404,7 +395,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     c = actions.add_parser("canary", parents=[common],
                            help="roll out a new predictor to PERCENT %% of the traffic")
-    c.add_argument("--percent", type=_percent, required=True, metavar="P",
+    c.add_argument("--percent", type=argtypes.percent, required=True, metavar="P",
                    help="traffic percent for the new (latest) revision, 0-100")
     what = c.add_mutually_exclusive_group()
     what.add_argument("--storage-uri", metavar="URI",

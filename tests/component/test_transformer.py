@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 
 import httpx
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
-from PIL import Image
 
 from tests.matching import match_reference
 from tests.servers import IMAGE_NAMES, IMAGES

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import GifImagePlugin, Image, ImageFile, ImageOps
 
-from transformer.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
+from yolo_contract.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
 from transformer.imaging import decode_image, sniff_format
 
 pytestmark = pytest.mark.unit

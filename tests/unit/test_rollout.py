@@ -279,9 +279,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         return self._reply(422, _status(422, "Invalid", f"json patch: {e}"))
                 else:
                     return self._reply(415, _status(415, "UnsupportedMediaType",
-                                                    f"the body of the request was in an unknown "
-                                                    f"format - accepted media types include: "
-                                                    f"application/merge-patch+json, "
+                                                    "the body of the request was in an unknown "
+                                                    "format - accepted media types include: "
+                                                    "application/merge-patch+json, "
                                                     f"application/json-patch+json"))
             else:  # PUT
                 rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
