@@ -282,7 +282,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                                     "the body of the request was in an unknown "
                                                     "format - accepted media types include: "
                                                     "application/merge-patch+json, "
-                                                    f"application/json-patch+json"))
+                                                    "application/json-patch+json"))
             else:  # PUT
                 rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
                 if rv is None:
