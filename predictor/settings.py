@@ -92,8 +92,8 @@ def _check(s: PredictorSettings) -> None:
         raise ValueError("--max_batch_size, --max_queue and --max_request_batch must be >= 1")
     if s.precision == "bf16" and s.engine != "openvino":
         raise ValueError("--precision bf16 needs --engine openvino")
-    if not 0 <= s.confidence <= 1 or not 0 <= s.iou_threshold <= 1:
-        raise ValueError("--confidence and --iou_threshold must be in [0, 1]")
+    if not 0.001 <= s.confidence <= 1 or not 0 <= s.iou_threshold <= 1:
+        raise ValueError("--confidence must be in [0.001, 1] and --iou_threshold in [0, 1]")
 
 
 def parse_settings(argv: list[str] | None = None) -> PredictorSettings:

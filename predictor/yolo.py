@@ -16,6 +16,12 @@ import numpy as np
 from predictor.darknet import YoloLayer
 
 
+#: Safety bound on boxes entering NMS (greedy NMS is quadratic). Real models at the lowest accepted
+#: confidence (0.001) give a few hundred; beyond the bound the lowest-objectness candidates are
+#: dropped first, the one place where the result can differ from Darknet's.
+MAX_NMS_CANDIDATES = 4096
+
+
 @dataclass(frozen=True)
 class DecodeParams:
     confidence: float = 0.5
@@ -108,12 +114,13 @@ def nms_obj(boxes: np.ndarray, objectness: np.ndarray, probs: np.ndarray, iou_th
 
 
 def nms_per_class(boxes: np.ndarray, probs: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Darknet's ``do_nms_sort``: per class, by that class's probability."""
+    """Darknet's ``do_nms_sort``: per class, by that class's probability (zero-prob boxes take no part)."""
     out = probs.copy()
     for k in np.nonzero((probs > 0).any(axis=0))[0]:
-        order = np.argsort(-probs[:, k], kind="stable")
-        alive = _greedy_suppress(boxes, order, probs[:, k] > 0, iou_threshold)
-        out[~alive, k] = 0
+        members = np.nonzero(probs[:, k] > 0)[0]
+        order = np.argsort(-probs[members, k], kind="stable")
+        alive = _greedy_suppress(boxes[members], order, np.ones(members.size, bool), iou_threshold)
+        out[members[~alive], k] = 0
     return out
 
 
@@ -127,6 +134,9 @@ def detect(
     A class filter applies after NMS, so the result is always a subset of the unfiltered one.
     """
     boxes, obj, probs = candidates(outputs, layers, net_w, net_h, params.confidence)
+    if boxes.shape[0] > MAX_NMS_CANDIDATES:
+        keep = np.sort(np.argsort(-obj, kind="stable")[:MAX_NMS_CANDIDATES])
+        boxes, obj, probs = boxes[keep], obj[keep], probs[keep]
     if boxes.shape[0]:
         if params.per_class_nms:
             probs = nms_per_class(boxes, probs, params.iou_threshold)

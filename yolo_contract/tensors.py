@@ -44,13 +44,16 @@ class ParamSpec:
 #: Per-request parameters understood by the predictor (v2 ``parameters`` / gRPC ``InferParameter``)
 #: and, under the same names, by the transformer's public API.
 PARAMETERS = (
-    ParamSpec("confidence", float, 0.5, "keep (box, class) pairs with objectness*class > confidence"),
+    ParamSpec("confidence", float, 0.5, "keep (box, class) pairs with objectness*class > confidence (>= 0.001)"),
     ParamSpec("iou_threshold", float, 0.45, "NMS IoU threshold"),
     ParamSpec("max_detections", int, 300, "at most this many rows per image (highest confidence first)"),
     ParamSpec("class_filter", str, "", "comma-separated class names to keep; empty keeps all"),
     ParamSpec("nms", str, "agnostic", "'agnostic' (Darknet's do_nms_obj) or 'per_class' (do_nms_sort)"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+#: Lower bounds of float parameters: below 0.001 (the usual mAP threshold) nearly every cell and
+#: class becomes a candidate and NMS cost explodes (a request could occupy the engine for seconds).
+MIN_CONFIDENCE = {"confidence": 0.001}
 
 #: Header carrying the request id end to end (client -> transformer -> predictor -> logs).
 REQUEST_ID_HEADER = "x-request-id"
@@ -104,7 +107,7 @@ def coerce_parameters(raw: object) -> dict[str, object]:
                 if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                     raise TypeError
                 value = float(value)
-                if not 0.0 <= value <= 1.0:
+                if not MIN_CONFIDENCE.get(spec.name, 0.0) <= value <= 1.0:
                     raise ValueError
             elif spec.type is int:
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -117,7 +120,8 @@ def coerce_parameters(raw: object) -> dict[str, object]:
                 if spec.name == "nms" and value not in ("agnostic", "per_class"):
                     raise ValueError
         except (TypeError, ValueError) as e:
-            bounds = {float: "a number in [0, 1]", int: "an integer in [0, 10000]"}.get(spec.type, "'agnostic' or 'per_class'")
+            low = MIN_CONFIDENCE.get(spec.name, 0)
+            bounds = {float: f"a number in [{low:g}, 1]", int: "an integer in [0, 10000]"}.get(spec.type, "'agnostic' or 'per_class'")
             raise BadRequest(f'parameter "{spec.name}" must be {bounds}') from e
         out[spec.name] = value
     return out

@@ -98,3 +98,27 @@ def test_class_filter_result_is_a_subset_of_the_unfiltered_result():
         sub = detect([raw], [LAYER], 128, 128, DecodeParams(confidence=0.1, class_ids=frozenset({k})))
         expected = full[full[:, 5] == k]
         np.testing.assert_array_equal(sub, expected)
+
+
+def test_candidate_cap_keeps_the_highest_objectness_in_darknet_order(monkeypatch):
+    import predictor.yolo as yolo
+
+    rng = np.random.default_rng(5)
+    raw = rng.normal(0, 3, (2 * (5 + C), 8, 8)).astype(np.float32)
+    full = detect([raw], [LAYER], 256, 256, DecodeParams(confidence=0.01, iou_threshold=1.0))
+    boxes, obj, _ = candidates([raw], [LAYER], 256, 256, 0.01)
+    monkeypatch.setattr(yolo, "MAX_NMS_CANDIDATES", 10)
+    capped = detect([raw], [LAYER], 256, 256, DecodeParams(confidence=0.01, iou_threshold=1.0))
+    top = set(map(tuple, boxes[np.argsort(-obj)[:10]].tolist()))
+    assert {tuple(r[:4].tolist()) for r in capped} <= top
+    assert len(full) > len(capped) > 0
+
+
+def test_confidence_below_the_floor_is_refused():
+    from yolo_contract.errors import BadRequest
+    from yolo_contract.tensors import coerce_parameters
+
+    assert coerce_parameters({"confidence": "0.001"})["confidence"] == 0.001
+    for bad in (0, 0.0005, -1, 1.5, "x", True):
+        with pytest.raises(BadRequest, match=r"confidence.*\[0.001, 1\]"):
+            coerce_parameters({"confidence": bad})
