@@ -40,7 +40,13 @@ class YoloV3Predictor(Model):
 
     # ------------------------------------------------------------------ load
     def load(self) -> bool:
-        """Load and check the model files; raises :class:`darknet.ModelFormatError` on any problem."""
+        """Load and check the model files; raises :class:`darknet.ModelFormatError` on any problem.
+
+        Runs once. KServe's data plane calls ``load()`` again whenever a request meets a model that
+        is not ready (e.g. while shutting down); that must not reload weights on the event loop.
+        """
+        if self.engine is not None:
+            return self.ready
         s = self.settings
         t0 = time.perf_counter()
         files = darknet.find_model_files(s.model_dir)

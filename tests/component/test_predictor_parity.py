@@ -67,3 +67,11 @@ def test_uint8_wire_tensor_keeps_parity(tiny, references, thresh):
         u8, lb = geometry.letterbox_uint8(rgb, 416, 416)
         got = _detections(tiny, u8.astype(np.float32) / np.float32(255), lb, float(thresh))
         match_reference(got, references[thresh]["images"][name], conf_tol=0.02, iou_min=0.95)
+
+
+def test_load_runs_once(tiny):
+    engine = tiny.engine
+    tiny.stop()
+    assert not tiny.ready
+    assert tiny.load() is False and tiny.engine is engine  # no reload behind KServe's back
+    tiny.ready = True
