@@ -48,12 +48,6 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._consumer: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        #: observability: images per engine call, most recent first
-        self.last_batch_sizes: collections.deque[int] = collections.deque(maxlen=256)
-
-    @property
-    def queued_images(self) -> int:
-        return self._queued_images
 
     async def submit(self, images: np.ndarray, params: Any) -> tuple[Any, float]:
         """Queue ``images`` and wait for their result. Returns ``(result, queue_wait_seconds)``."""
@@ -97,7 +91,6 @@ class Batcher:
             started = time.perf_counter()
             try:
                 images = batch[0].images if len(batch) == 1 else np.concatenate([j.images for j in batch])
-                self.last_batch_sizes.appendleft(int(images.shape[0]))
                 results = await loop.run_in_executor(self._executor, self.work, images, batch)
                 if len(results) != len(batch):
                     raise RuntimeError(f"batch work returned {len(results)} results for {len(batch)} jobs")

@@ -99,14 +99,6 @@ class Forbidden(ServingError):
     reason = "forbidden"
 
 
-class ModelLoadError(ServingError):
-    """The model files are missing or invalid (load time only; the server never becomes ready)."""
-
-    http_status = 503
-    status_code = StatusCode.UNAVAILABLE
-    reason = "model_load"
-
-
 __all__ = [
     "ServingError",
     "BadRequest",
@@ -118,5 +110,4 @@ __all__ = [
     "PredictorTimeout",
     "PredictorError",
     "Forbidden",
-    "ModelLoadError",
 ]

@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from yolo_contract.errors import BadRequest, Forbidden, ServingError
+from yolo_contract.errors import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, ServingError
 from yolo_contract.observability import METRICS
 from yolo_contract.tensors import QUERY_HEADER as _QUERY, REQUEST_ID_HEADER
 
@@ -241,8 +241,8 @@ class RequestMiddleware:
                 body = await self._read_body(receive)
                 if isinstance(body, int):
                     if body == 413:
-                        return await reject(413, "too_large", f"request body exceeds {self.limits.max_body_bytes} bytes")
-                    return await reject(408, "client_timeout", "request body not received in time", ((b"connection", b"close"),))
+                        return await reject(PayloadTooLarge.http_status, PayloadTooLarge.reason, f"request body exceeds {self.limits.max_body_bytes} bytes")
+                    return await reject(RequestTimeout.http_status, RequestTimeout.reason, "request body not received in time", ((b"connection", b"close"),))
                 if body is None:
                     return  # client disconnected
                 if self.rewrite is not None:

@@ -50,7 +50,6 @@ PARAMETERS = (
     ParamSpec("class_filter", str, "", "comma-separated class names to keep; empty keeps all"),
     ParamSpec("nms", str, "agnostic", "'agnostic' (Darknet's do_nms_obj) or 'per_class' (do_nms_sort)"),
 )
-PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 #: Lower bounds of float parameters: below 0.001 (the usual mAP threshold) nearly every cell and
 #: class becomes a candidate and NMS cost explodes (a request could occupy the engine for seconds).
 MIN_CONFIDENCE = {"confidence": 0.001}
@@ -60,8 +59,6 @@ REQUEST_ID_HEADER = "x-request-id"
 #: Header into which the HTTP middleware copies the request's query string (raw-image uploads
 #: carry their parameters as ``?confidence=0.25&class_filter=dog``).
 QUERY_HEADER = "x-yolo-query"
-#: Response header/parameter carrying per-stage timings (W3C Server-Timing syntax).
-SERVER_TIMING_HEADER = "server-timing"
 
 
 def plain_value(value: object) -> object:

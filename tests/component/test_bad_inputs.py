@@ -151,3 +151,13 @@ def test_request_data_never_reaches_logs_or_error_bodies(live_stack, client):
         assert canary not in r.text and canary_b64[:20] not in r.text
     logs = live_stack.transformer.log() + live_stack.predictor.log()
     assert canary not in logs and canary_b64[:20] not in logs
+
+
+def test_chunked_body_over_the_cap_is_cut_off_with_413(live_stack, client):
+    def chunks():  # no Content-Length: the streaming byte count must catch it
+        for _ in range(17):
+            yield b"\xff" * (1024 * 1024)
+
+    r = client.post(PREDICT, content=chunks(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413 and "error" in r.json()
+    assert client.post(PREDICT, **raw(imagegen.dog_jpeg())).status_code == 200
