@@ -23,7 +23,7 @@ from predictor import darknet  # noqa: E402
 from predictor.engine import create_engine  # noqa: E402
 from predictor.onnx_graph import build_onnx  # noqa: E402
 from predictor.yolo import DecodeParams, detect  # noqa: E402
-from tests.matching import iou_cxcywh  # noqa: E402
+from tests.matching import pair_with_reference  # noqa: E402
 from transformer import geometry, imaging  # noqa: E402
 
 
@@ -48,12 +48,9 @@ def main() -> int:
             boxes = geometry.unletterbox_boxes(rows[:, :4], lb)
             got = [(names[int(r[5])], float(r[4]), b) for r, b in zip(rows, boxes)]
             same = sorted(g[0] for g in got) == sorted(r[0] for r in ref)
-            dconf, miou = 0.0, 1.0
-            for label, conf, box in ref:
-                cands = [g for g in got if g[0] == label]
-                if cands:
-                    best = max(cands, key=lambda g: iou_cxcywh(g[2], box))
-                    dconf, miou = max(dconf, abs(best[1] - conf)), min(miou, iou_cxcywh(best[2], box))
+            pairs = [(iou, d) for _, match, iou, d in pair_with_reference(got, ref) if match is not None]
+            dconf = max((d for _, d in pairs), default=0.0)
+            miou = min((iou for iou, _ in pairs), default=1.0)
             worst["max_dconf"] = max(worst["max_dconf"], dconf)
             worst["min_iou"] = min(worst["min_iou"], miou)
             worst["set_changes"] += not same

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import httpx
 
-__all__ = ["LocalStack", "ServerProcess", "StackError", "free_ports"]
+__all__ = ["LocalStack", "ServerProcess", "StackError", "free_ports", "predictor_process", "transformer_process"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -116,6 +116,27 @@ class ServerProcess:
         return None if p is None else p.returncode
 
 
+def predictor_process(model_dir: str | os.PathLike, log_dir: Path, *extra: str, model_name: str = "yolov3",
+                      ports: Sequence[int] | None = None) -> ServerProcess:
+    """A ``python -m predictor`` serving ``model_dir`` (not started), logging to ``log_dir``."""
+    http_port, grpc_port = ports or free_ports(2)
+    return ServerProcess(
+        "predictor",
+        ["--model_name", model_name, "--model_dir", str(model_dir), "--enable_latency_logging", "false", *extra],
+        Path(log_dir) / f"predictor-{http_port}.log", http_port, grpc_port)
+
+
+def transformer_process(predictor_grpc: str, log_dir: Path, *extra: str, model_name: str = "yolov3",
+                        ports: Sequence[int] | None = None) -> ServerProcess:
+    """A ``python -m transformer`` calling the predictor at ``predictor_grpc`` over grpc-v2 (not started)."""
+    http_port, grpc_port = ports or free_ports(2)
+    return ServerProcess(
+        "transformer",
+        ["--model_name", model_name, "--predictor_host", predictor_grpc, "--predictor_protocol", "grpc-v2",
+         "--enable_latency_logging", "false", *extra],
+        Path(log_dir) / f"transformer-{http_port}.log", http_port, grpc_port)
+
+
 class LocalStack:
     """Predictor (grpc) + transformer (REST) serving ``model_dir`` on loopback.
 
@@ -152,21 +173,15 @@ class LocalStack:
     def start(self) -> "LocalStack":
         self._install_sigterm()
         try:
-            p_http, p_grpc, t_http, t_grpc = free_ports(4)
+            ports = free_ports(4)
             ready = f"/v2/models/{self.model_name}/ready"
-            self.predictor = ServerProcess(
-                "predictor",
-                ["--model_name", self.model_name, "--model_dir", self.model_dir,
-                 "--enable_latency_logging", "false", *self.predictor_args],
-                self.log_dir / "predictor.log", p_http, p_grpc)
+            self.predictor = predictor_process(self.model_dir, self.log_dir, *self.predictor_args,
+                                               model_name=self.model_name, ports=ports[:2])
             self.predictor.start()
             self.predictor.wait_ready(ready, self.ready_timeout)
-            self.transformer = ServerProcess(
-                "transformer",
-                ["--model_name", self.model_name, "--predictor_host", self.predictor.grpc_target,
-                 "--predictor_protocol", "grpc-v2", "--enable_predictor_health_check",
-                 "--enable_latency_logging", "false", *self.transformer_args],
-                self.log_dir / "transformer.log", t_http, t_grpc)
+            self.transformer = transformer_process(
+                self.predictor.grpc_target, self.log_dir, "--enable_predictor_health_check", *self.transformer_args,
+                model_name=self.model_name, ports=ports[2:])
             self.transformer.start()
             self.transformer.wait_ready(ready, self.ready_timeout)
         except BaseException:

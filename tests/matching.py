@@ -12,6 +12,20 @@ def iou_cxcywh(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def pair_with_reference(got, ref):
+    """Pair each reference detection with an unused detection of the same label (highest IoU, then
+    closest confidence). Yields ``(ref_detection, match or None, iou, |Δconf|)``."""
+    unused = list(range(len(got)))
+    for label, conf, box in sorted(ref, key=lambda r: -r[1]):
+        candidates = [i for i in unused if got[i][0] == label]
+        if not candidates:
+            yield (label, conf, box), None, 0.0, float("inf")
+            continue
+        best = max(candidates, key=lambda i: (iou_cxcywh(got[i][2], box), -abs(got[i][1] - conf)))
+        unused.remove(best)
+        yield (label, conf, box), got[best], iou_cxcywh(got[best][2], box), abs(got[best][1] - conf)
+
+
 def match_reference(got, ref, conf_tol: float = 0.02, iou_min: float = 0.95) -> tuple[float, float]:
     """``got`` and ``ref`` are lists of ``[label, confidence, [cx, cy, w, h]]``.
 
@@ -21,16 +35,10 @@ def match_reference(got, ref, conf_tol: float = 0.02, iou_min: float = 0.95) -> 
     assert sorted(g[0] for g in got) == sorted(r[0] for r in ref), (
         f"label sets differ: got {sorted(g[0] for g in got)}, expected {sorted(r[0] for r in ref)}"
     )
-    unused = list(range(len(got)))
     worst_conf, worst_iou = 0.0, 1.0
-    for label, conf, box in sorted(ref, key=lambda r: -r[1]):
-        candidates = [i for i in unused if got[i][0] == label]
-        best = max(candidates, key=lambda i: (iou_cxcywh(got[i][2], box), -abs(got[i][1] - conf)))
-        iou = iou_cxcywh(got[best][2], box)
-        dconf = abs(got[best][1] - conf)
+    for (label, conf, box), match, iou, dconf in pair_with_reference(got, ref):
         assert iou >= iou_min and dconf <= conf_tol, (
-            f"{label} {conf:.4f} {box}: best match {got[best]} has IoU {iou:.4f}, Δconf {dconf:.4f}"
+            f"{label} {conf:.4f} {box}: best match {match} has IoU {iou:.4f}, Δconf {dconf:.4f}"
         )
         worst_conf, worst_iou = max(worst_conf, dconf), min(worst_iou, iou)
-        unused.remove(best)
     return worst_conf, worst_iou

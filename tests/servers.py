@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk_client.stack import ServerProcess, free_ports  # noqa: F401 (re-exported for tests)
+from sdk_client.stack import ServerProcess, free_ports, predictor_process, transformer_process  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
@@ -15,26 +15,11 @@ TINY_DIR = REPO / "models" / "yolov3-tiny"
 
 
 def predictor(tmp: Path, model_dir: Path = TINY_DIR, *extra: str, ports: list[int] | None = None) -> ServerProcess:
-    http_port, grpc_port = ports or free_ports(2)
-    return ServerProcess(
-        "predictor",
-        ["--model_name", "yolov3", "--model_dir", str(model_dir), "--enable_latency_logging", "false", *extra],
-        tmp / f"predictor-{http_port}.log",
-        http_port,
-        grpc_port,
-    )
+    return predictor_process(model_dir, tmp, *extra, ports=ports)
 
 
 def transformer(tmp: Path, predictor_grpc: str, *extra: str) -> ServerProcess:
-    http_port, grpc_port = free_ports(2)
-    return ServerProcess(
-        "transformer",
-        ["--model_name", "yolov3", "--predictor_host", predictor_grpc, "--predictor_protocol", "grpc-v2",
-         "--enable_latency_logging", "false", *extra],
-        tmp / f"transformer-{http_port}.log",
-        http_port,
-        grpc_port,
-    )
+    return transformer_process(predictor_grpc, tmp, *extra)
 
 
 @dataclass

@@ -139,7 +139,7 @@ class ImageTransformer(Model):
             images, raw_params = parsed.images, parsed.parameters
         payload.check_total_size(images, s.max_body_bytes)
         params = T.coerce_parameters(raw_params)
-        fmt = str(T.plain_value(raw_params.get("format", "json")) if hasattr(raw_params, "get") else "json")
+        fmt = str(T.plain_value(raw_params.get("format", "json")))
         if fmt not in payload.FORMATS:
             raise BadRequest(f'parameter "format" must be one of {", ".join(payload.FORMATS)}')
         clip = str(T.plain_value(raw_params.get("clip", "false"))).lower() in ("true", "1")
