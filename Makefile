@@ -28,7 +28,7 @@ model: venv
 	$(PY) -m predictor.fetch --dest $(MODEL_DIR)
 
 serve: model
-	@bash scripts/serve.sh "$(PY)" "$(MODEL_DIR)" "$(HTTP_PORT)" "$(TRANSFORMER_GRPC_PORT)" "$(PREDICTOR_HTTP_PORT)" "$(PREDICTOR_GRPC_PORT)"
+	@$(VENV)/bin/yolo-kserve serve --model-dir $(MODEL_DIR) --port $(HTTP_PORT) --grpc-port $(TRANSFORMER_GRPC_PORT) --predictor-port $(PREDICTOR_HTTP_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT)
 
 test: model
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -40,7 +40,7 @@ test-component: model
 	$(PY) -m pytest -q -m component $(PYTEST_ARGS)
 
 bench: model
-	$(VENV)/bin/yolo-kserve bench --start-stack --model-dir $(MODEL_DIR) --engine-only --predictor-only --json bench-results/bench.json --chart bench-results/bench.png
+	$(PY) -m yolo_devtools.bench --start-stack --model-dir $(MODEL_DIR) --engine-only --predictor-only --json bench-results/bench.json --chart bench-results/bench.png
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

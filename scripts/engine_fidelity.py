@@ -23,8 +23,8 @@ from predictor import darknet  # noqa: E402
 from predictor.engine import create_engine  # noqa: E402
 from predictor.onnx_graph import build_onnx  # noqa: E402
 from predictor.yolo import DecodeParams, detect  # noqa: E402
-from tests.matching import pair_with_reference  # noqa: E402
 from transformer import geometry, imaging  # noqa: E402
+from yolo_devtools.matching import pair_with_reference  # noqa: E402
 
 
 def main() -> int:

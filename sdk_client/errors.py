@@ -4,8 +4,10 @@ Hierarchy::
 
     DetectionError                      base class; .status_code, .message, .request_id, .retry_after
     ├── InvalidRequestError             4xx: 400 bad image/parameters, 404 unknown model,
-    │                                   413 too large, 415 unsupported media type, 422 schema.
-    │                                   Never retried.
+    │   │                               413 too large, 415 unsupported media type, 422 schema.
+    │   │                               Never retried.
+    │   └── ModelNotFoundError          the model is not served there (.model, .available:
+    │                                   the models that are, when the server lists them).
     ├── ServiceUnavailableError         503: predictor unavailable/overloaded/scaling from zero.
     │                                   Retried (honouring Retry-After).
     ├── GatewayTimeoutError             504: the predictor (or the ingress) timed out. Retried.
@@ -33,6 +35,7 @@ __all__ = [
     "GatewayTimeoutError",
     "ServerError",
     "ConnectionFailedError",
+    "ModelNotFoundError",
     "error_from_response",
     "error_from_grpc",
     "parse_retry_after",
@@ -78,6 +81,22 @@ class DetectionError(Exception):
 
 class InvalidRequestError(DetectionError):
     """The server rejected the request (400/404/413/415/422, any 4xx). Retrying will not help."""
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """The server answers but does not serve this model; :attr:`available` lists those it does
+    (empty when it cannot say, e.g. over gRPC)."""
+
+    def __init__(self, model: str, url: str, available: list[str] | None = None, **kwargs):
+        self.model = model
+        self.url = url
+        self.available = list(available or [])
+        if self.available:
+            hint = "models served there: " + ", ".join(self.available)
+        else:
+            hint = "the server did not list its models"
+        kwargs.setdefault("status_code", 404)
+        super().__init__(f"model {model!r} not found at {url} ({hint})", **kwargs)
 
 
 class ServiceUnavailableError(DetectionError):

@@ -10,22 +10,53 @@ pixels of the original (EXIF-oriented) image. Conversions:
   "detections": [...]}``;
 * :meth:`DetectionResult.to_triples` -- the tutorial's ``[[label, conf, [cx, cy, w, h]], ...]``;
 * :meth:`DetectionResult.to_coco` / :func:`coco_results` / :func:`coco_detections` -- COCO
-  annotations with ``bbox = [x_min, y_min, w, h]``.
+  annotations with ``bbox = [x_min, y_min, w, h]``; :func:`coco_category_map` picks the
+  official COCO category ids (1..90) for the 80 COCO classes, else class index + 1.
+* :meth:`DetectionResult.to_yolo_txt` -- YOLO label lines ``class_id cx cy w h`` (normalised).
+
+Numbers written out are rounded: pixels to :data:`PIXEL_DECIMALS` (3) decimals, confidences to
+:data:`CONFIDENCE_DECIMALS` (6, what the server sends), normalised coordinates to 6.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
     "Detection",
     "DetectionResult",
+    "ModelInfo",
+    "COCO80_NAMES",
     "COCO80_TO_91",
+    "PIXEL_DECIMALS",
+    "CONFIDENCE_DECIMALS",
+    "coco_category_map",
     "coco_results",
     "coco_detections",
 ]
+
+PIXEL_DECIMALS = 3
+CONFIDENCE_DECIMALS = 6
+NORMALISED_DECIMALS = 6
+
+#: The 80 COCO classes in Darknet's ``coco.names`` order (Darknet's spellings).
+COCO80_NAMES = (
+    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa", "pottedplant",
+    "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+#: COCO's own spellings where they differ from Darknet's (both are recognised as COCO).
+_COCO_OFFICIAL = {"motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch",
+                  "pottedplant": "potted plant", "diningtable": "dining table", "tvmonitor": "tv"}
 
 #: Darknet/YOLO class index (0..79, ``coco.names`` order) -> official COCO category id (1..90).
 COCO80_TO_91 = (
@@ -35,15 +66,40 @@ COCO80_TO_91 = (
     85, 86, 87, 88, 89, 90,
 )
 
+
+def _is_coco_class(class_id: int, name: str) -> bool:
+    if not 0 <= class_id < len(COCO80_NAMES):
+        return False
+    darknet = COCO80_NAMES[class_id]
+    return name in (darknet, _COCO_OFFICIAL.get(darknet, darknet))
+
+
+def coco_category_map(results: Iterable["DetectionResult"] = (),
+                      classes: Sequence[str] | None = None) -> str:
+    """``"coco91"`` when the model is the 80-class COCO model, else ``"index+1"``.
+
+    Decided from the model's class list when known (``classes``: 80 names in COCO order, Darknet's
+    or COCO's spellings), else from the detections (every class id names its COCO class).
+    """
+    if classes is not None:
+        ok = len(classes) == len(COCO80_NAMES) and all(
+            _is_coco_class(i, n) for i, n in enumerate(classes))
+        return "coco91" if ok else "index+1"
+    dets = [d for r in results for d in r.detections]
+    return "coco91" if all(_is_coco_class(d.class_id, d.class_name) for d in dets) else "index+1"
+
+
 def _category_id(det: "Detection", category_map: Any) -> int:
     """COCO ``category_id`` of a detection.
 
-    ``category_map``: ``None``/``"index"`` (the model's class index), ``"coco91"``
-    (:data:`COCO80_TO_91`), a mapping ``{class_name or class_id: id}`` or a callable
-    ``(Detection) -> int``.
+    ``category_map``: ``None``/``"index"`` (the model's class index), ``"index+1"`` (COCO ids
+    start at 1), ``"coco91"`` (:data:`COCO80_TO_91`), a mapping ``{class_name or class_id: id}``
+    or a callable ``(Detection) -> int``.
     """
     if category_map is None or category_map == "index":
         return det.class_id
+    if category_map == "index+1":
+        return det.class_id + 1
     if category_map == "coco91":
         if not 0 <= det.class_id < len(COCO80_TO_91):
             raise ValueError(f"class_id {det.class_id} ({det.class_name!r}) has no COCO-91 id")
@@ -100,16 +156,21 @@ class Detection:
         return inter / union if union > 0 else 0.0
 
     def to_dict(self) -> dict:
-        """The server's detection object."""
+        """The server's detection object (pixels to 3 decimals, confidence to 6)."""
         return {
             "class": self.class_name,
             "class_id": self.class_id,
-            "confidence": self.confidence,
-            "x": self.x,
-            "y": self.y,
-            "width": self.width,
-            "height": self.height,
+            "confidence": round(self.confidence, CONFIDENCE_DECIMALS),
+            "x": round(self.x, PIXEL_DECIMALS),
+            "y": round(self.y, PIXEL_DECIMALS),
+            "width": round(self.width, PIXEL_DECIMALS),
+            "height": round(self.height, PIXEL_DECIMALS),
         }
+
+    def scaled(self, fx: float, fy: float) -> "Detection":
+        """The same detection with x/width multiplied by ``fx`` and y/height by ``fy``."""
+        return replace(self, x=self.x * fx, y=self.y * fy, width=self.width * fx,
+                       height=self.height * fy)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Detection":
@@ -142,8 +203,8 @@ class Detection:
         return {
             "image_id": image_id,
             "category_id": _category_id(self, category_map),
-            "bbox": [round(v, 3) for v in self.tlwh],
-            "score": round(self.confidence, 5),
+            "bbox": [round(v, PIXEL_DECIMALS) for v in self.tlwh],
+            "score": round(self.confidence, CONFIDENCE_DECIMALS),
         }
 
 
@@ -211,9 +272,96 @@ class DetectionResult:
         """The tutorial's ``[[label, conf, [cx, cy, w, h]], ...]``."""
         return [d.to_triple() for d in self.detections]
 
+    def rescaled(self, width: int, height: int) -> "DetectionResult":
+        """This result mapped onto the same image at ``width`` x ``height`` pixels (used after a
+        client-side downscale: boxes go back to the original's pixels)."""
+        fx, fy = width / self.width, height / self.height
+        return replace(self, width=int(width), height=int(height),
+                       detections=[d.scaled(fx, fy) for d in self.detections])
+
+    def to_yolo_txt(self) -> str:
+        """YOLO label lines, one per detection: ``class_id cx cy w h`` normalised to [0, 1] by the
+        image size (6 decimals); empty string without detections."""
+        lines = []
+        for d in self.detections:
+            vals = (d.x / self.width, d.y / self.height, d.width / self.width, d.height / self.height)
+            lines.append(f"{d.class_id} " + " ".join(f"{v:.{NORMALISED_DECIMALS}f}" for v in vals))
+        return "".join(line + "\n" for line in lines)
+
+    def summary(self) -> str:
+        """Counts per class in order of first appearance, e.g. ``"1 dog, 2 cars"`` (Ultralytics
+        style; ``"no detections"`` when empty)."""
+        counts: dict[str, int] = {}
+        for d in self.detections:
+            counts[d.class_name] = counts.get(d.class_name, 0) + 1
+        if not counts:
+            return "no detections"
+        return ", ".join(f"{n} {_plural(name, n)}" for name, n in counts.items())
+
     def to_coco(self, image_id: int | str, category_map: Any = None) -> list[dict]:
         """COCO results (``bbox = [x_min, y_min, w, h]``) of this image."""
         return [d.to_coco(image_id, category_map) for d in self.detections]
+
+
+def _plural(name: str, n: int) -> str:
+    if n == 1 or name.endswith("s"):
+        return name
+    if name.endswith(("sh", "ch", "x")):
+        return name + "es"
+    return name + "s"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A served model as its metadata describes it (``GET /v2/models/<name>``, gRPC
+    ``ModelMetadata``). :attr:`parameters` holds the model description when the server sends one
+    (``version``, ``input_width``, ``input_height``, ``classes``, ...); the properties read it."""
+
+    name: str
+    versions: tuple[str, ...] = ()
+    platform: str = ""
+    inputs: tuple[dict, ...] = ()
+    outputs: tuple[dict, ...] = ()
+    parameters: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "ModelInfo":
+        try:
+            params = doc.get("parameters") or {}
+            return cls(
+                name=str(doc["name"]),
+                versions=tuple(str(v) for v in (doc.get("versions") or ())),
+                platform=str(doc.get("platform") or ""),
+                inputs=tuple(dict(i) for i in (doc.get("inputs") or ())),
+                outputs=tuple(dict(o) for o in (doc.get("outputs") or ())),
+                parameters=dict(params) if isinstance(params, Mapping) else {},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed model metadata: {e!r}") from e
+
+    @property
+    def version(self) -> str | None:
+        v = self.parameters.get("version")
+        if v is not None:
+            return str(v)
+        return self.versions[-1] if self.versions else None
+
+    @property
+    def classes(self) -> list[str] | None:
+        c = self.parameters.get("classes")
+        return [str(x) for x in c] if isinstance(c, (list, tuple)) else None
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` the model letterboxes to, when the server says."""
+        w, h = self.parameters.get("input_width"), self.parameters.get("input_height")
+        if w is not None and h is not None:
+            return int(w), int(h)
+        for inp in self.inputs:  # a predictor-style input [N, 3, H, W]
+            shape = inp.get("shape") or []
+            if len(shape) == 4 and shape[1] == 3 and shape[2] > 0 and shape[3] > 0:
+                return int(shape[3]), int(shape[2])
+        return None
 
 
 def _image_ids(results: Sequence[DetectionResult]) -> list[int]:
@@ -231,7 +379,9 @@ def coco_results(
     image_ids: Sequence[int] | None = None,
     category_map: Any = None,
 ) -> list[dict]:
-    """A COCO *results* list (the format ``pycocotools.COCO.loadRes`` reads) for many images."""
+    """A COCO *results* list (the format ``pycocotools.COCO.loadRes`` reads) for many images:
+    ``[{"image_id", "category_id", "bbox": [x_min, y_min, w, h], "score"}, ...]``. Image ids are
+    the numeric file stems when all are numeric and unique (COCO's own file names), else 1..N."""
     results = list(results)
     ids = list(image_ids) if image_ids is not None else _image_ids(results)
     out: list[dict] = []

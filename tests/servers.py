@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk_client.stack import ServerProcess, free_ports, predictor_process, transformer_process  # noqa: F401
+from yolo_devtools.stack import ServerProcess, free_ports, predictor_process, transformer_process  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"

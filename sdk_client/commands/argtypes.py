@@ -33,3 +33,15 @@ non_negative_int = _ranged(int, 0, what=">= 0")
 positive_float = _ranged(float, 0.0, lo_open=True, what="> 0")
 fraction = _ranged(float, 0.0, 1.0, what="between 0 and 1")
 percent = _ranged(int, 0, 100, what="between 0 and 100")
+port = _ranged(int, 1, 65535, what="a port between 1 and 65535")
+
+
+def _confidence_bounds() -> tuple[float, str]:
+    from yolo_contract.tensors import MIN_CONFIDENCE
+
+    low = MIN_CONFIDENCE["confidence"]
+    return low, f"between {low:g} and 1 (the server's bounds)"
+
+
+#: ``--conf``: the server's own bounds (below 0.001 the server refuses: NMS cost explodes).
+confidence = _ranged(float, _confidence_bounds()[0], 1.0, what=_confidence_bounds()[1])

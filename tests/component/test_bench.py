@@ -10,8 +10,9 @@ import json
 
 import pytest
 
-from sdk_client import benchmark as B
-from sdk_client.cli import main
+from sdk_client.cli import main as cli_main
+from yolo_devtools import benchmark as B
+from yolo_devtools.bench import main
 
 pytestmark = [pytest.mark.component, pytest.mark.model]
 
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.component, pytest.mark.model]
 def test_bench_against_live_stack(live_stack, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     chart = tmp_path / "bench.png"
-    rc = main([
+    rc = cli_main([  # through `yolo-kserve bench`, which forwards to yolo_devtools.bench
         "bench", "--url", live_stack.transformer_url, "--requests", "6", "--concurrency", "1,2",
         "--warmup", "1", "--pause", "0", "--json", str(out), "--chart", str(chart),
         "--engine-only", "--threads", "1", "--engine-seconds", "0.3", "--gemm-seconds", "0.3",
@@ -69,10 +70,10 @@ def test_bench_against_live_stack(live_stack, tiny_model_dir, tmp_path, capsys):
 
 
 def test_bench_reports_an_unreachable_target(tmp_path, capsys):
-    from sdk_client.stack import free_ports
+    from yolo_devtools.stack import free_ports
 
     (port,) = free_ports(1)
-    rc = main(["bench", "--url", f"http://127.0.0.1:{port}", "--requests", "2", "--concurrency", "1",
+    rc = main(["--url", f"http://127.0.0.1:{port}", "--requests", "2", "--concurrency", "1",
                "--warmup", "1", "--gemm-seconds", "0.1", "--timeout", "2", "-q"])
     assert rc == 1
     assert "no warm-up request" in capsys.readouterr().err
@@ -82,7 +83,7 @@ def test_bench_start_stack_starts_and_stops_its_servers(tiny_model_dir, tmp_path
     import httpx
 
     out = tmp_path / "stack.json"
-    rc = main(["bench", "--start-stack", "--model-dir", str(tiny_model_dir), "--stack-threads", "1",
+    rc = main(["--start-stack", "--model-dir", str(tiny_model_dir), "--stack-threads", "1",
                "--requests", "3", "--concurrency", "1", "--warmup", "1", "--gemm-seconds", "0.1",
                "--predictor-only", "--json", str(out)])
     _, stderr = capsys.readouterr()

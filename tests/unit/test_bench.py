@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from sdk_client import benchmark as B
-from sdk_client.cli import main
+from sdk_client.cli import main as cli_main
+from yolo_devtools import benchmark as B
+from yolo_devtools.bench import main
 from yolo_contract.observability import parse_server_timing
 
 pytestmark = pytest.mark.unit
@@ -93,7 +94,7 @@ def test_closed_loop_runs_exactly_n_requests_at_the_given_concurrency():
     async def send():
         inflight[0] += 1
         peak[0] = max(peak[0], inflight[0])
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0)  # yield: the other clients start before this one finishes
         inflight[0] -= 1
         calls[0] += 1
         if calls[0] % 5 == 0:
@@ -109,15 +110,21 @@ def test_closed_loop_runs_exactly_n_requests_at_the_given_concurrency():
 
 
 def test_closed_loop_stops_after_the_duration():
+    """A fake clock: each request takes 10 ms of it; none may start at or after the deadline."""
+    now, starts = [100.0], []
+
     async def send():
-        await asyncio.sleep(0.01)
+        starts.append(now[0])
+        now[0] += 0.01
+        await asyncio.sleep(0)
         return True, "200", {}
 
-    samples, wall = asyncio.run(B.closed_loop(send, 2, duration=0.15))
-    assert 0.15 <= wall < 2.0
-    assert 2 <= len(samples) <= 2 * 0.15 / 0.01 + 4
+    samples, wall = asyncio.run(B.closed_loop(send, 2, duration=0.15, clock=lambda: now[0]))
+    assert all(t < 100.15 for t in starts)
+    assert len(samples) == len(starts) >= 15  # 0.15 s of 10 ms requests, two clients in turn
+    assert wall == pytest.approx(now[0] - 100.0)
     # a request bound and a duration: whichever comes first
-    samples, _ = asyncio.run(B.closed_loop(send, 2, duration=5.0, requests=3))
+    samples, _ = asyncio.run(B.closed_loop(send, 2, duration=5.0, requests=3, clock=lambda: now[0]))
     assert len(samples) == 3
 
 
@@ -300,11 +307,17 @@ def test_write_chart(tmp_path):
     (["--image", "/nonexistent/x.jpg"], "cannot read --image"),
 ])
 def test_usage_errors(capsys, argv, message):
-    assert main(["bench", *argv]) == 2
+    assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["--concurrency", "0"], ["--concurrency", "a,b"],
                                   ["--duration", "-1"], ["--requests", "0"]])
 def test_bad_values_are_usage_errors(argv):
-    assert main(["bench", *argv]) == 2
+    assert main(argv) == 2
+
+
+def test_yolo_kserve_bench_forwards_to_the_dev_tooling(capsys):
+    assert cli_main(["bench", "--concurrency", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: yolo-kserve bench") and "concurrency levels must be >= 1" in err

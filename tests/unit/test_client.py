@@ -10,7 +10,6 @@ import http.server
 import io
 import json
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -268,14 +267,19 @@ def test_async_503_then_200():
     assert len(client.sleeps) == 1 and client.sleeps[0] <= 0.002
 
 
-def test_real_backoff_sleeps_are_short_when_configured():
+def test_retries_really_sleep_the_policy_delays(monkeypatch):
+    """Without a replaced ``_sleep`` the client waits with ``time.sleep`` for each backoff delay."""
+    import sdk_client.client as client_module
+
+    slept = []
+    monkeypatch.setattr(client_module.time, "sleep", slept.append)
     rec = Recorder(httpx.Response(503), httpx.Response(503), v1_ok)
-    t0 = time.monotonic()
     with DetectionClient(URL, transport=httpx.MockTransport(rec), retries=2,
                          backoff_base=0.01, backoff_max=0.02) as client:
         client.detect(DOG)
     assert rec.calls == 3
-    assert time.monotonic() - t0 < 1.0
+    assert len(slept) == 2
+    assert 0.005 <= slept[0] <= 0.01 and 0.01 <= slept[1] <= 0.02  # equal jitter: [d/2, d]
 
 
 def test_retry_after_is_capped():
@@ -483,14 +487,17 @@ def test_v2_missing_output_is_malformed():
 
 
 def test_detect_many_bounds_concurrency_and_keeps_order():
+    """Requests meet at a barrier of 3: the pool must run 3 at once (or the barrier times out
+    and the test fails), and never more."""
     lock = threading.Lock()
     state = {"now": 0, "max": 0}
+    barrier = threading.Barrier(3, timeout=30)  # safety net only
 
     def handler(request):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
-        time.sleep(0.03)
+        barrier.wait()
         with lock:
             state["now"] -= 1
         size = len(sent_image(request))  # tell images apart by their size
@@ -503,6 +510,26 @@ def test_detect_many_bounds_concurrency_and_keeps_order():
     assert [i for i, _ in out] == list(range(12))
     assert [r.width for _, r in out] == [len(img) for img in images]
     assert state["max"] == 3
+
+
+def test_detect_many_yields_in_input_order_when_later_images_finish_first():
+    """Image 0 is answered last (it waits until every other image has been answered)."""
+    others_done = threading.Event()
+    answered = []
+
+    def handler(request):
+        size = len(sent_image(request))
+        if size == 1:
+            assert others_done.wait(30)
+        answered.append(size)
+        if len(answered) == 3:
+            others_done.set()
+        return v1_ok(request, dict(DOG_PREDICTION, image={"width": size, "height": 1}))
+
+    with sync_client(handler) as client:
+        out = list(client.detect_many([b"a", b"bb", b"ccc", b"dddd"], concurrency=4))
+    assert answered[-1] == 1  # completion order: image 0 last
+    assert [r.width for _, r in out] == [1, 2, 3, 4]  # yielded in input order
 
 
 def test_detect_many_unordered_and_return_exceptions():
@@ -522,17 +549,23 @@ def test_detect_many_unordered_and_return_exceptions():
 
 
 def test_async_detect_many_bounds_concurrency():
+    """The first 4 requests wait until 4 are in flight at once; then none may exceed 4."""
     state = {"now": 0, "max": 0}
 
-    async def handler(request):
-        state["now"] += 1
-        state["max"] = max(state["max"], state["now"])
-        await asyncio.sleep(0.02)
-        state["now"] -= 1
-        return v1_ok(request, dict(DOG_PREDICTION, image={"width": len(sent_image(request)),
-                                                          "height": 1}))
-
     async def go():
+        four_in_flight = asyncio.Event()
+
+        async def handler(request):
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+            if state["now"] == 4:
+                four_in_flight.set()
+            await asyncio.wait_for(four_in_flight.wait(), 30)  # safety net only
+            await asyncio.sleep(0)
+            state["now"] -= 1
+            return v1_ok(request, dict(DOG_PREDICTION, image={"width": len(sent_image(request)),
+                                                              "height": 1}))
+
         async with async_client(handler) as client:
             return [x async for x in client.detect_many(
                 [b"x" * (i + 1) for i in range(10)], concurrency=4)]

@@ -1,6 +1,6 @@
-"""Load-test building blocks for ``yolo-kserve bench``: closed-loop runner, statistics, report.
+"""Load-test building blocks for ``python -m yolo_devtools.bench``: closed-loop runner, statistics, report.
 
-Nothing here talks to a server or imports KServe; the command (:mod:`sdk_client.commands.bench`)
+Nothing here talks to a server or imports KServe; the command (:mod:`yolo_devtools.bench`)
 supplies a ``send`` coroutine per target and this module measures, aggregates and formats.
 
 Percentiles use the **nearest rank** (the smallest sample with at least ``q``% of the samples at or
@@ -195,41 +195,43 @@ def _status_of(exc: BaseException) -> str:
 
 async def closed_loop(send: Send, concurrency: int, *, duration: float | None = None,
                       requests: int | None = None, max_seconds: float = 300.0,
+                      clock: Callable[[], float] = time.perf_counter,
                       ) -> tuple[list[Sample], float]:
     """Run ``concurrency`` clients that each send the next request as soon as the last one ends.
 
     Stops starting requests after ``duration`` seconds, after ``requests`` requests in total, or
     after ``max_seconds`` (a safety bound), whichever comes first; requests in flight then finish.
     ``send`` returns ``(ok, status, stages)``; an exception counts as a failed request whose status
-    is the gRPC code name or the exception type. Returns the samples and the wall time in seconds.
+    is the gRPC code name or the exception type. Returns the samples and the wall time in seconds
+    (by ``clock``, which tests replace).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     if duration is None and requests is None:
         raise ValueError("give a duration or a number of requests")
-    start = time.perf_counter()
+    start = clock()
     limit = min(duration, max_seconds) if duration is not None else max_seconds
     deadline = start + limit
     budget = [requests if requests is not None else -1]
     samples: list[Sample] = []
 
     async def client() -> None:
-        while time.perf_counter() < deadline:
+        while clock() < deadline:
             if budget[0] == 0:
                 return
             if budget[0] > 0:
                 budget[0] -= 1
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 ok, status, stages = await send()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 -- every failure is a data point
                 ok, status, stages = False, _status_of(e), {}
-            samples.append(Sample(time.perf_counter() - t0, ok, status, dict(stages)))
+            samples.append(Sample(clock() - t0, ok, status, dict(stages)))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return samples, time.perf_counter() - start
+    return samples, clock() - start
 
 
 def time_runs(fn: Callable[[], Any], *, seconds: float, min_runs: int, max_runs: int = 100_000,
@@ -334,7 +336,7 @@ def measure_gemm_native(n: int = 2048, seconds: float = 2.0) -> dict[str, Any]:
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    code = "import json, sys; from sdk_client.benchmark import measure_gemm; print(json.dumps(measure_gemm(int(sys.argv[1]), float(sys.argv[2]))))"
+    code = "import json, sys; from yolo_devtools.benchmark import measure_gemm; print(json.dumps(measure_gemm(int(sys.argv[1]), float(sys.argv[2]))))"
     try:
         out = subprocess.run(
             [sys.executable, "-c", code, str(n), str(seconds)], env=env, capture_output=True, text=True,
