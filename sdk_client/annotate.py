@@ -14,7 +14,7 @@ from typing import Any
 
 from .results import DetectionResult
 
-__all__ = ["annotate", "save_annotated", "class_color"]
+__all__ = ["annotate", "save_annotated", "class_color", "label_boxes", "layout_labels"]
 
 # A 20-colour qualitative palette; class ids index into it.
 _PALETTE = (
@@ -63,6 +63,87 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _overlaps(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def layout_labels(boxes: list[tuple[float, float, float, float]],
+                  sizes: list[tuple[float, float]], width: int, height: int) -> list[tuple]:
+    """Rectangles ``(x0, y0, x1, y1)`` for label tags of ``sizes`` next to ``boxes`` (xyxy), placed
+    in order so that no tag overlaps an earlier one and every tag lies inside the image.
+
+    Each tag goes above its box when there is room, else inside its top edge; when that spot is
+    taken (boxes that share a position, e.g. "car" and "truck" on the same object), it moves down
+    one tag height at a time, then up, then sideways -- never on top of another tag. Only when the
+    image has no free spot at all (more tags than fit) does a tag overlap.
+    """
+    placed: list[tuple] = []
+    for (bx0, by0, _bx1, _by1), (tw, th) in zip(boxes, sizes):
+        tw, th = min(tw, width), min(th, height)
+        max_left, max_top = max(0.0, width - tw), max(0.0, height - th)
+        left0 = min(max(0.0, bx0), max_left)
+        top0 = by0 - th if by0 - th >= 0 else min(max(0.0, by0), max_top)
+        tops = [top0]
+        step = 1
+        while top0 + step * th <= max_top or top0 - step * th >= 0:
+            if top0 + step * th <= max_top:
+                tops.append(top0 + step * th)
+            if top0 - step * th >= 0:
+                tops.append(top0 - step * th)
+            step += 1
+        lefts = [left0] + [x for k in range(1, int(width // max(tw, 1)) + 1)
+                           for x in (left0 + k * tw, left0 - k * tw) if 0 <= x <= max_left]
+        chosen = None
+        for left in lefts:
+            for top in tops:
+                rect = (left, top, left + tw, top + th)
+                if not any(_overlaps(rect, p) for p in placed):
+                    chosen = rect
+                    break
+            if chosen:
+                break
+        placed.append(chosen or (left0, top0, left0 + tw, top0 + th))
+    return placed
+
+
+def _style(size: tuple[int, int], line_width: int | None, font_size: int | None):
+    scale = max(size)
+    lw = line_width or max(2, round(scale / 300))
+    fs = font_size or max(12, round(scale / 45))
+    return lw, _font(fs), max(1, lw // 2 + 1)
+
+
+def _drawable(detections, w: int, h: int) -> list:
+    out = []
+    for det in detections:
+        x0, y0, x1, y1 = det.xyxy
+        x0, y0 = max(0.0, x0), max(0.0, y0)
+        x1, y1 = min(w - 1.0, x1), min(h - 1.0, y1)
+        if x1 > x0 and y1 > y0:
+            out.append((det, (x0, y0, x1, y1)))
+    return out
+
+
+def label_boxes(result: DetectionResult, size: tuple[int, int], *, line_width: int | None = None,
+                font_size: int | None = None, show_confidence: bool = True) -> list[tuple]:
+    """``(detection, label text, tag rectangle)`` for every drawn detection, as :func:`annotate`
+    lays them out for an image of ``size`` (width, height)."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    _, font, pad = _style(size, line_width, font_size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    items = _drawable(result.detections, w, h)
+    texts, sizes = [], []
+    for det, _ in items:
+        label = f"{det.class_name} {det.confidence:.2f}" if show_confidence else det.class_name
+        tx0, ty0, tx1, ty1 = measure.textbbox((0, 0), label, font=font)
+        texts.append(label)
+        sizes.append((tx1 - tx0 + 2 * pad, ty1 - ty0 + 2 * pad))
+    rects = layout_labels([b for _, b in items], sizes, w, h)
+    return [(det, text, rect) for (det, _), text, rect in zip(items, texts, rects)]
+
+
 def annotate(
     image: Any,
     result: DetectionResult,
@@ -72,6 +153,9 @@ def annotate(
     show_confidence: bool = True,
 ):
     """Return a new RGB ``PIL.Image`` with ``result``'s boxes and ``"label conf"`` tags drawn.
+
+    Boxes are drawn first, then the tags, laid out by :func:`layout_labels` so that no tag hides
+    another (boxes that share a position get their tags stacked).
 
     Args:
         image: a path, encoded bytes, a PIL image or a numpy array (the input is not modified).
@@ -83,30 +167,18 @@ def annotate(
     from PIL import ImageDraw
 
     img = _load(image).convert("RGB")
-    w, h = img.size
-    scale = max(w, h)
-    lw = line_width or max(2, round(scale / 300))
-    fs = font_size or max(12, round(scale / 45))
-    font = _font(fs)
+    lw, font, pad = _style(img.size, line_width, font_size)
     draw = ImageDraw.Draw(img)
-    for det in result.detections:
+    labels = label_boxes(result, img.size, line_width=line_width, font_size=font_size,
+                         show_confidence=show_confidence)
+    for det, box in _drawable(result.detections, *img.size):
+        draw.rectangle(box, outline=class_color(det.class_id, det.class_name), width=lw)
+    for det, text, (x0, y0, x1, y1) in labels:
         color = class_color(det.class_id, det.class_name)
-        x0, y0, x1, y1 = det.xyxy
-        x0, y0 = max(0.0, x0), max(0.0, y0)
-        x1, y1 = min(w - 1.0, x1), min(h - 1.0, y1)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        draw.rectangle((x0, y0, x1, y1), outline=color, width=lw)
-        label = f"{det.class_name} {det.confidence:.2f}" if show_confidence else det.class_name
-        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), label, font=font)
-        tw, th = tx1 - tx0, ty1 - ty0
-        pad = max(1, lw // 2 + 1)
-        # Tag above the box when there is room, else inside its top edge.
-        top = y0 - th - 2 * pad if y0 - th - 2 * pad >= 0 else y0
-        left = min(x0, max(0.0, w - tw - 2 * pad))
-        draw.rectangle((left, top, left + tw + 2 * pad, top + th + 2 * pad), fill=color)
+        draw.rectangle((x0, y0, x1, y1), fill=color)
+        tx0, ty0, _, _ = draw.textbbox((0, 0), text, font=font)
         text_color = (0, 0, 0) if sum(color) > 450 else (255, 255, 255)
-        draw.text((left + pad - tx0, top + pad - ty0), label, fill=text_color, font=font)
+        draw.text((x0 + pad - tx0, y0 + pad - ty0), text, fill=text_color, font=font)
     return img
 
 

@@ -98,6 +98,9 @@ class ModelNotFoundError(InvalidRequestError):
         kwargs.setdefault("status_code", 404)
         super().__init__(f"model {model!r} not found at {url} ({hint})", **kwargs)
 
+    def __str__(self) -> str:
+        return self.message
+
 
 class ServiceUnavailableError(DetectionError):
     """HTTP 503: predictor unavailable, overloaded or scaling from zero. Retried."""

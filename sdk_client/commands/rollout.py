@@ -15,7 +15,9 @@ Actions (KServe semantics, see ``canaryTrafficPercent``):
 Writes are JSON merge patches (``application/merge-patch+json``; ``null`` deletes a field) sent with
 ``fieldValidation=Strict``. A patch that replaces the container list carries
 ``metadata.resourceVersion``, so a concurrent change makes the API server answer 409 instead of
-being overwritten. ``--dry-run`` prints the patch body and sends no write.
+being overwritten. ``--dry-run`` prints the plan and the patch body and sends no write; it needs no
+cluster: without a kubeconfig (or with ``--manifest FILE``) it plans offline, which a canary that
+changes ``--storage-uri``/``--image`` can only do against ``--manifest``.
 
 Kubeconfig: ``--kubeconfig``, else ``$KUBECONFIG`` (a path list is merged), else ``~/.kube/config``,
 else the in-cluster service account. API errors are reported as one line on stderr (exit 1).
@@ -371,7 +373,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     common.add_argument("--context", metavar="CTX", help="kubeconfig context")
     common.add_argument("--dry-run", action="store_true",
-                        help="print the patch body (JSON) and send no write")
+                        help="print the plan and the patch body (JSON) and send no write; works "
+                        "without a cluster (then against --manifest, if given)")
+    common.add_argument("--manifest", metavar="FILE",
+                        help="with --dry-run: plan against this InferenceService manifest instead "
+                        "of the cluster's object (e.g. manifests/inferenceservice.yaml)")
     common.add_argument("--wait", action="store_true",
                         help="wait until the InferenceService is Ready again")
     common.add_argument("--timeout", type=_seconds, default=300.0, metavar="S",
@@ -453,8 +459,57 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _load_manifest(path: str, name: str) -> dict:
+    """The InferenceService named ``name`` (or the only one) in a YAML/JSON manifest file."""
+    import yaml  # noqa: PLC0415 -- a dependency of kubernetes
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+    except (OSError, yaml.YAMLError) as e:
+        raise RolloutError(f"cannot read --manifest {path}: {_one_line(str(e))}") from e
+    isvcs = [d for d in docs if d.get("kind") == KIND]
+    named = [d for d in isvcs if (d.get("metadata") or {}).get("name") == name]
+    if named or len(isvcs) == 1:
+        return (named or isvcs)[0]
+    raise RolloutError(f"--manifest {path} has no InferenceService named {name!r}")
+
+
+def _patch_for(args: argparse.Namespace, before: dict | None) -> dict:
+    if args.action == "canary":
+        if before is None and (args.storage_uri or args.image):
+            raise RolloutError(
+                "dry run without a cluster: a canary that changes --storage-uri/--image replaces "
+                "the predictor's containers, which are read from the InferenceService; pass "
+                "--manifest FILE (the InferenceService as applied)")
+        return canary_patch(before or {"spec": {"predictor": {}}}, args.percent,
+                            args.storage_uri, args.image)
+    return promote_patch() if args.action == "promote" else rollback_patch()
+
+
+def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
+    before = _load_manifest(args.manifest, args.name) if args.manifest else None
+    ns = args.namespace or ((before or {}).get("metadata") or {}).get("namespace") or "default"
+    body = _patch_for(args, before)
+    plan = _describe(args.action, args, before or {"spec": {"predictor": {}}})
+    print(f"dry run ({why}): would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/"
+          f"{args.name} (application/merge-patch+json): {plan}; nothing sent", file=sys.stderr)
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
-    api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)
+    if args.manifest and not args.dry_run:
+        raise RolloutError("--manifest is only for --dry-run (a write always reads the cluster)")
+    if args.dry_run and args.action != "status":
+        if args.manifest:
+            return _dry_run_offline(args, f"planned against {args.manifest}")
+        try:
+            api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)
+        except RolloutError as e:
+            return _dry_run_offline(args, f"no cluster: {e}")
+    else:
+        api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)
     ns = args.namespace or api.namespace
     name = args.name
 
@@ -471,16 +526,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     before = api.get(name, ns)
-    if args.action == "canary":
-        body = canary_patch(before, args.percent, args.storage_uri, args.image)
-    elif args.action == "promote":
-        body = promote_patch()
-    else:
-        body = rollback_patch()
+    body = _patch_for(args, before)
 
     if args.dry_run:
         print(f"dry run: would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name} "
-              "(application/merge-patch+json); nothing sent", file=sys.stderr)
+              f"(application/merge-patch+json): {_describe(args.action, args, before)}; "
+              "nothing sent", file=sys.stderr)
         print(json.dumps(body, indent=2))
         return 0
 

@@ -800,6 +800,13 @@ class _FakeHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_GET(self):  # KServe's v1 readiness and model list
+        if self.path == "/v1/models":
+            return self._send(200, {"models": ["yolov3"]})
+        if self.path == "/v1/models/yolov3":
+            return self._send(200, {"name": "yolov3", "ready": True})
+        return self._send(404, {"error": f"Model with name {self.path.rsplit('/', 1)[-1]} does not exist."})
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
@@ -837,6 +844,7 @@ def test_cli_detect_jsonl_coco_annotated_and_failures(fake_transformer, tmp_path
     (imgs / "sub" / "eagle.jpg").write_bytes((IMAGES / "eagle.jpg").read_bytes())
     (imgs / "broken.jpg").write_bytes(b"not an image")
     (imgs / "notes.txt").write_text("ignored")
+    (imgs / "scan.tif").write_bytes(b"II*\x00 a TIFF the server refuses (415)")
     out, coco, ann = tmp_path / "out.jsonl", tmp_path / "coco.json", tmp_path / "ann"
 
     rc = main(["detect", str(imgs), "--url", fake_transformer.url, "-o", str(out),
@@ -844,26 +852,32 @@ def test_cli_detect_jsonl_coco_annotated_and_failures(fake_transformer, tmp_path
                "--classes", "dog,cat", "--retries", "0", "-q"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "3 ok, 1 failed" in err
+    assert "3 ok, 1 failed" in err  # the .tif is not collected from the folder
     assert "broken.jpg" in err and "cannot decode image" in err
-    assert "Traceback" not in err
+    assert "scan.tif" not in err and "Traceback" not in err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert sorted(Path(x["image"]).name for x in lines) == ["bird.jpg", "dog.jpg", "eagle.jpg"]
-    assert all(set(x) == {"image", "width", "height", "detections"} for x in lines)
-    dog = next(x for x in lines if x["image"].endswith("dog.jpg"))
+    # input order: the folder walk order (files sorted, then sub-folders)
+    assert [Path(x["image"]).name for x in lines] == ["bird.jpg", "dog.jpg", "eagle.jpg"]
+    assert all(set(x) == {"image", "source", "width", "height", "detections", "parameters"}
+               for x in lines)
+    assert lines[0]["parameters"] == {"model": "yolov3", "confidence": 0.3, "iou_threshold": None,
+                                      "class_filter": ["cat", "dog"], "max_detections": None,
+                                      "max_side": None}
+    dog = lines[1]
     assert (dog["width"], dog["height"]) == (768, 576)
     assert dog["detections"][0]["class"] == "dog"
     assert fake_transformer.requests[0]["parameters"] == {"confidence": 0.3,
                                                           "class_filter": ["dog", "cat"]}
     doc = json.loads(coco.read_text())
-    assert len(doc["images"]) == 3 and len(doc["annotations"]) == 3
+    assert isinstance(doc, list) and len(doc) == 3  # a COCO results list, one per detection
+    assert {a["category_id"] for a in doc} == {18}  # "dog" is COCO category 18
     assert (ann / "dog.jpg").exists() and (ann / "sub" / "eagle.jpg").exists()
     assert not (ann / "broken.jpg").exists()
 
     # --resume: the 3 done images are skipped, only the broken one is tried again
     n_before = len(fake_transformer.requests)
     rc = main(["detect", str(imgs), "--url", fake_transformer.url, "-o", str(out), "--resume",
-               "--retries", "0", "-q"])
+               "--conf", "0.3", "--classes", "cat,dog", "--retries", "0", "-q"])
     err = capsys.readouterr().err
     assert rc == 1
     assert "0 ok, 1 failed, 3 skipped" in err
@@ -878,7 +892,7 @@ def test_cli_detect_stdout_glob_and_resume_repairs_truncated_jsonl(fake_transfor
     assert rc == 0
     assert "5 ok, 0 failed" in captured.err
     lines = [json.loads(x) for x in captured.out.splitlines()]
-    assert len(lines) == 5
+    assert [Path(x["image"]).name for x in lines] == sorted(p.name for p in IMAGES.glob("*.jpg"))
 
     out = tmp_path / "partial.jsonl"
     good = "\n".join(json.dumps(x) for x in lines[:2]) + "\n"
@@ -895,24 +909,35 @@ def test_cli_detect_stdout_glob_and_resume_repairs_truncated_jsonl(fake_transfor
 
 def test_cli_detect_usage_errors(tmp_path, capsys):
     assert main(["detect", str(tmp_path / "nothing-here.jpg")]) == 2
-    assert "no images found" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     assert main(["detect", str(DOG), "--resume"]) == 2
     assert "--resume needs --output" in capsys.readouterr().err
     assert main(["detect", str(DOG), "--conf", "1.5"]) == 2
     assert main(["detect", str(DOG), "--protocol", "v3"]) == 2
 
 
-def test_cli_detect_unreachable_server_reports_every_image(tmp_path, capsys):
+@pytest.mark.parametrize("conf", ["0", "0.0009", "-0.1", "nan"])
+def test_cli_detect_refuses_confidence_below_the_server_bound(conf, capsys):
+    """The server refuses confidence < 0.001 (400 per image); argparse refuses it up front."""
+    assert main(["detect", str(DOG), "--conf", conf]) == 2
+    err = capsys.readouterr().err
+    assert "--conf" in err and ("0.001" in err or "finite" in err or "not a number" in err)
+
+
+def test_cli_detect_unreachable_server_fails_once_naming_the_url(tmp_path, capsys):
     import socket
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    rc = main(["detect", str(DOG), str(IMAGES / "bird.jpg"), "--url", f"http://127.0.0.1:{port}",
-               "--retries", "0", "-q"])
+    images = [str(DOG)] * 1 + [str(IMAGES / n) for n in ("bird.jpg", "eagle.jpg", "horses.jpg")]
+    out = tmp_path / "out.jsonl"
+    rc = main(["detect", *images, "--url", f"http://127.0.0.1:{port}", "--retries", "1",
+               "-o", str(out)])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "0 ok, 2 failed" in err
-    assert err.count("ConnectionFailedError") == 2
+    assert err.count("\n") == 1, err  # one line, not one per image
+    assert f"cannot reach http://127.0.0.1:{port}" in err and "Connection refused" in err
     assert "Traceback" not in err
+    assert not out.exists()
