@@ -507,6 +507,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)
         except RolloutError as e:
+            if args.kubeconfig:  # a kubeconfig named explicitly must work
+                raise
             return _dry_run_offline(args, f"no cluster: {e}")
     else:
         api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)

@@ -941,3 +941,59 @@ def test_cli_detect_unreachable_server_fails_once_naming_the_url(tmp_path, capsy
     assert f"cannot reach http://127.0.0.1:{port}" in err and "Connection refused" in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_cli_detect_writes_jsonl_in_input_order_whatever_the_completion_order(tmp_path, capsys):
+    """The first image is answered last (after all others); its line still comes first."""
+    others_done = threading.Event()
+    answered: list[int] = []
+    lock = threading.Lock()
+
+    class Slow(_FakeHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = base64.b64decode(body["instances"][0]["image_bytes"]["b64"])
+            w, h = Image.open(io.BytesIO(data)).size
+            if w == 768:  # dog.jpg, the first input
+                assert others_done.wait(30)
+            with lock:
+                answered.append(w)
+                if len(answered) == 3:
+                    others_done.set()
+            self._send(200, {"predictions": [{"image": {"width": w, "height": h},
+                                              "detections": []}]})
+
+    server = _FakeTransformer()
+    server.RequestHandlerClass = Slow
+    try:
+        names = ["dog.jpg", "bird.jpg", "eagle.jpg", "horses.jpg"]
+        rc = main(["detect", *[str(IMAGES / n) for n in names], "--url", server.url,
+                   "--concurrency", "4", "-q"])
+    finally:
+        server.close()
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert answered[-1] == 768  # dog.jpg completed last
+    assert [Path(json.loads(x)["image"]).name for x in captured.out.splitlines()] == names
+
+
+def test_label_layout_never_overlaps_and_stays_inside():
+    from sdk_client.annotate import layout_labels
+
+    rng = np.random.default_rng(1)
+    same = [(100.0, 50.0, 300.0, 200.0)] * 6  # six boxes at one position (e.g. car and truck)
+    boxes = list(same)
+    for _ in range(30):
+        x0, y0 = rng.uniform(0, 600), rng.uniform(0, 440)
+        boxes.append((x0, y0, x0 + rng.uniform(5, 200), y0 + rng.uniform(5, 200)))
+    sizes = [(float(rng.integers(30, 120)), 18.0) for _ in boxes]
+    for case_boxes, case_sizes in ((same, [(80.0, 20.0)] * 6), (boxes, sizes)):
+        rects = layout_labels(case_boxes, case_sizes, 640, 480)
+        assert len(rects) == len(case_boxes)
+        for i, a in enumerate(rects):
+            assert 0 <= a[0] and 0 <= a[1] and a[2] <= 640 and a[3] <= 480
+            for b in rects[i + 1:]:
+                assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    # a label goes above its box when there is room
+    assert layout_labels([(10.0, 100.0, 50.0, 150.0)], [(40.0, 20.0)], 640, 480) == [
+        (10.0, 80.0, 50.0, 100.0)]

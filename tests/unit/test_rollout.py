@@ -513,6 +513,48 @@ def test_dry_run_prints_body_and_sends_no_write(api, kubeconfig, capsys, action)
         assert body == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
 
 
+@pytest.fixture
+def no_cluster(tmp_path, monkeypatch):
+    """No kubeconfig anywhere and not in a pod."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+@pytest.mark.parametrize("action, body", [
+    (["promote"], {"spec": {"predictor": {"canaryTrafficPercent": None}}}),
+    (["rollback"], {"spec": {"predictor": {"canaryTrafficPercent": 0}}}),
+    (["canary", "--percent", "25"], {"spec": {"predictor": {"canaryTrafficPercent": 25}}}),
+])
+def test_dry_run_needs_no_cluster(no_cluster, capsys, action, body):
+    rc, out, err = run_cli(capsys, action[0], NAME, "-n", NS, *action[1:], "--dry-run")
+    assert rc == 0, err
+    assert json.loads(out) == body
+    assert "dry run (no cluster" in err and f"namespaces/{NS}/inferenceservices/{NAME}" in err
+    assert "nothing sent" in err
+
+
+def test_dry_run_canary_of_a_new_model_plans_against_a_manifest(no_cluster, capsys):
+    manifest = Path(__file__).resolve().parents[2] / "manifests" / "inferenceservice.yaml"
+    rc, out, err = run_cli(capsys, "canary", NAME, "--percent", "10", "--storage-uri",
+                           "gs://models/yolov3/2", "--dry-run", "--manifest", str(manifest))
+    assert rc == 0, err
+    body = json.loads(out)
+    assert body["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert storage_uri({"spec": body["spec"]}) == "gs://models/yolov3/2"
+    import yaml
+
+    applied = next(d for d in yaml.safe_load_all(manifest.read_text())
+                   if d and d.get("kind") == "InferenceService")
+    assert_valid(merge_patch(applied, body))
+    assert "STORAGE_URI=gs://models/yolov3/2" in err and f"namespaces/{NS}/" in err
+
+    # without a manifest the containers cannot be known offline: one clear line
+    rc, _, err = run_cli(capsys, "canary", NAME, "--percent", "10", "--storage-uri", "gs://x/y",
+                         "--dry-run")
+    assert_one_line_error(rc, err, "--manifest")
+
+
 def test_status_prints_revision_traffic_and_readiness(api, kubeconfig, capsys):
     api.seed(seed_isvc(canary=10))
     rc, out, err = run_cli(capsys, "status", NAME, "--kubeconfig", str(kubeconfig))
