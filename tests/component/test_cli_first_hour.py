@@ -373,3 +373,46 @@ def test_yolo_txt_csv_and_summary_lines(live_stack, tmp_path, capsys):
     assert re.search(r"dog\.jpg: 2 cars, 1 bicycle, 1 dog, 1 truck, \d+ ms", err), err
     assert re.search(r"bird\.jpg: 1 bird, \d+ ms", err), err
     assert "2 ok, 0 failed" in err
+
+
+# -- `yolo-kserve serve` (= `make serve`) ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_runs_the_stack_until_interrupted(tiny_model_dir, tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from yolo_devtools.stack import free_ports, ports_in_use
+
+    ports = free_ports(4)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sdk_client.cli import main; sys.exit(main())",
+         "serve", "--model-dir", str(tiny_model_dir), "--threads", "1", "--port", str(ports[0]),
+         "--grpc-port", str(ports[1]), "--predictor-port", str(ports[2]),
+         "--predictor-grpc-port", str(ports[3])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:  # until the banner: both servers are ready
+            lines.append(line)
+            if "is serving" in line:
+                break
+        assert any("is serving" in x for x in lines), "".join(lines)
+        url = f"http://127.0.0.1:{ports[0]}"
+        rc, out, err = detect(capsys, DOG, "--url", url, "--conf", "0.5", "-q")
+        assert rc == 0, err
+        assert sorted(d["class"] for d in json.loads(out)["detections"]) == DOG_CLASSES
+        # a second serve on the same ports is refused before starting anything
+        rc = main(["serve", "--model-dir", str(tiny_model_dir), "--port", str(ports[0]),
+                   "--grpc-port", str(ports[1]), "--predictor-port", str(ports[2]),
+                   "--predictor-grpc-port", str(ports[3])])
+        assert rc == 1 and "already in use" in capsys.readouterr().err
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stopped." in rest
+    assert ports_in_use(ports) == []
