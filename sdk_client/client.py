@@ -83,9 +83,10 @@ class _Request:
 class _Common:
     """Options, request preparation and error mapping shared by both clients (no I/O)."""
 
-    def __init__(self, url: str, model: str, host: str | None, protocol: str,
+    def __init__(self, http_class: type, url: str, model: str, host: str | None, protocol: str,
                  timeout: float | None, retries: int, backoff_base: float, backoff_max: float,
-                 max_retry_after: float, headers: Mapping[str, str] | None, v2_binary: bool):
+                 max_retry_after: float, headers: Mapping[str, str] | None, v2_binary: bool,
+                 transport: Any, verify: bool | str):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self._url = url
@@ -98,11 +99,16 @@ class _Common:
         if host:
             self._headers["Host"] = host
         self._codec = RestCodec(protocol, model, v2_binary)
+        self._http: Any = None
+        self._channel: Any = None  # grpc (or grpc.aio) channel, opened on first use
         if protocol == "grpc":
             self._grpc_target, self._grpc_tls = parse_grpc_target(url)
             self._base_url = self._grpc_target
         else:
             self._base_url = normalize_http_url(url)
+            self._http = http_class(base_url=self._base_url, headers=self._headers,
+                                    timeout=timeout, transport=transport, verify=verify,
+                                    follow_redirects=False)
 
     @property
     def protocol(self) -> str:
@@ -166,6 +172,28 @@ class _Common:
         md = [(REQUEST_ID_HEADER, rid)]
         md.extend((k.lower(), v) for k, v in self._headers.items() if k.lower() != "host")
         return tuple(md)
+
+    def _grpc_stub(self, module: Any, method: str) -> Any:
+        """A callable for ``method`` on this client's channel (``module``: ``grpc`` or
+        ``grpc.aio``), opening the channel on first use."""
+        import grpc  # noqa: PLC0415
+
+        from ._grpc import stub  # noqa: PLC0415
+
+        if self._channel is None:
+            if self._grpc_tls:
+                self._channel = module.secure_channel(
+                    self._grpc_target, grpc.ssl_channel_credentials(), options=self._grpc_options())
+            else:
+                self._channel = module.insecure_channel(self._grpc_target,
+                                                        options=self._grpc_options())
+        return stub(self._channel, method)
+
+    def _grpc_failure(self, e: Any, rid: str | None, model: str | None) -> DetectionError:
+        err = self._grpc_error(e, rid)
+        if err.status_code == 404 and model is not None:
+            return ModelNotFoundError(model, self._base_url)
+        return err
 
     def _grpc_error(self, e: Any, rid: str | None) -> DetectionError:
         code = e.code().name if callable(getattr(e, "code", None)) else "UNKNOWN"
@@ -276,14 +304,8 @@ class DetectionClient(_Common):
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
     ):
-        super().__init__(url, model, host, protocol, timeout, retries, backoff_base, backoff_max,
-                         max_retry_after, headers, v2_binary)
-        self._http: httpx.Client | None = None
-        self._channel: Any = None
-        if protocol != "grpc":
-            self._http = httpx.Client(base_url=self._base_url, headers=self._headers,
-                                      timeout=timeout, transport=transport, verify=verify,
-                                      follow_redirects=False)
+        super().__init__(httpx.Client, url, model, host, protocol, timeout, retries, backoff_base,
+                         backoff_max, max_retry_after, headers, v2_binary, transport, verify)
         #: sleep function used between retries (tests may replace it).
         self._sleep = time.sleep
 
@@ -423,22 +445,11 @@ class DetectionClient(_Common):
     def _grpc_call(self, method: str, msg: Any, rid: str, model: str | None = None) -> Any:
         import grpc  # noqa: PLC0415
 
-        from ._grpc import stub  # noqa: PLC0415
-
-        if self._channel is None:
-            if self._grpc_tls:
-                self._channel = grpc.secure_channel(self._grpc_target, grpc.ssl_channel_credentials(),
-                                                    options=self._grpc_options())
-            else:
-                self._channel = grpc.insecure_channel(self._grpc_target, options=self._grpc_options())
+        call = self._grpc_stub(grpc, method)
         try:
-            return stub(self._channel, method)(msg, timeout=self._timeout,
-                                               metadata=self._grpc_metadata(rid))
+            return call(msg, timeout=self._timeout, metadata=self._grpc_metadata(rid))
         except grpc.RpcError as e:
-            err = self._grpc_error(e, rid)
-            if err.status_code == 404 and model is not None:
-                raise ModelNotFoundError(model, self._base_url) from e
-            raise err from e
+            raise self._grpc_failure(e, rid, model) from e
 
     def _check_once(self) -> None:
         if self._protocol == "grpc":
@@ -489,14 +500,8 @@ class AsyncDetectionClient(_Common):
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str = True,
     ):
-        super().__init__(url, model, host, protocol, timeout, retries, backoff_base, backoff_max,
-                         max_retry_after, headers, v2_binary)
-        self._http: httpx.AsyncClient | None = None
-        self._channel: Any = None
-        if protocol != "grpc":
-            self._http = httpx.AsyncClient(base_url=self._base_url, headers=self._headers,
-                                           timeout=timeout, transport=transport, verify=verify,
-                                           follow_redirects=False)
+        super().__init__(httpx.AsyncClient, url, model, host, protocol, timeout, retries, backoff_base,
+                         backoff_max, max_retry_after, headers, v2_binary, transport, verify)
         #: sleep coroutine used between retries (tests may replace it).
         self._sleep = asyncio.sleep
 
@@ -604,23 +609,11 @@ class AsyncDetectionClient(_Common):
     async def _grpc_call(self, method: str, msg: Any, rid: str, model: str | None = None) -> Any:
         import grpc  # noqa: PLC0415
 
-        from ._grpc import stub  # noqa: PLC0415
-
-        if self._channel is None:
-            if self._grpc_tls:
-                self._channel = grpc.aio.secure_channel(
-                    self._grpc_target, grpc.ssl_channel_credentials(), options=self._grpc_options())
-            else:
-                self._channel = grpc.aio.insecure_channel(self._grpc_target,
-                                                          options=self._grpc_options())
+        call = self._grpc_stub(grpc.aio, method)
         try:
-            return await stub(self._channel, method)(msg, timeout=self._timeout,
-                                                     metadata=self._grpc_metadata(rid))
+            return await call(msg, timeout=self._timeout, metadata=self._grpc_metadata(rid))
         except grpc.RpcError as e:
-            err = self._grpc_error(e, rid)
-            if err.status_code == 404 and model is not None:
-                raise ModelNotFoundError(model, self._base_url) from e
-            raise err from e
+            raise self._grpc_failure(e, rid, model) from e
 
     async def _check_once(self) -> None:
         if self._protocol == "grpc":

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from yolo_devtools.stack import ServerProcess, free_ports, predictor_process, transformer_process  # noqa: F401
+from yolo_devtools.stack import (  # noqa: F401
+    ServerProcess,
+    StackAddresses,
+    free_ports,
+    predictor_process,
+    transformer_process,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
@@ -23,22 +29,6 @@ def transformer(tmp: Path, predictor_grpc: str, *extra: str) -> ServerProcess:
 
 
 @dataclass
-class Stack:
+class Stack(StackAddresses):
     predictor: ServerProcess
     transformer: ServerProcess
-
-    @property
-    def transformer_url(self) -> str:
-        return self.transformer.url
-
-    @property
-    def transformer_grpc(self) -> str:
-        return self.transformer.grpc_target
-
-    @property
-    def predictor_url(self) -> str:
-        return self.predictor.url
-
-    @property
-    def predictor_grpc(self) -> str:
-        return self.predictor.grpc_target

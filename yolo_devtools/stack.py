@@ -29,7 +29,7 @@ from typing import Sequence, TextIO
 
 import httpx
 
-__all__ = ["LocalStack", "ServerProcess", "StackError", "StackPorts", "free_ports", "ports_in_use",
+__all__ = ["LocalStack", "ServerProcess", "StackAddresses", "StackError", "StackPorts", "free_ports", "ports_in_use",
            "predictor_process", "transformer_process", "serve"]
 
 LOOPBACK = "127.0.0.1"
@@ -197,7 +197,31 @@ class StackPorts:
         return (self.http, self.grpc, self.predictor_http, self.predictor_grpc)
 
 
-class LocalStack:
+class StackAddresses:
+    """Where a running predictor + transformer pair answers (needs ``predictor`` and
+    ``transformer`` :class:`ServerProcess` attributes)."""
+
+    predictor: ServerProcess | None
+    transformer: ServerProcess | None
+
+    @property
+    def transformer_url(self) -> str:
+        return self.transformer.url
+
+    @property
+    def transformer_grpc(self) -> str:
+        return self.transformer.grpc_target
+
+    @property
+    def predictor_url(self) -> str:
+        return self.predictor.url
+
+    @property
+    def predictor_grpc(self) -> str:
+        return self.predictor.grpc_target
+
+
+class LocalStack(StackAddresses):
     """Predictor (grpc) + transformer (REST and gRPC) serving ``model_dir`` on loopback.
 
     Example::
@@ -224,18 +248,6 @@ class LocalStack:
         self._old_sigterm = None
         self._stopping = False
         self.failed = False
-
-    @property
-    def transformer_url(self) -> str:
-        return self.transformer.url
-
-    @property
-    def transformer_grpc(self) -> str:
-        return self.transformer.grpc_target
-
-    @property
-    def predictor_grpc(self) -> str:
-        return self.predictor.grpc_target
 
     def check_ports(self) -> None:
         """Raise :class:`StackError` naming every fixed port that is already taken."""
