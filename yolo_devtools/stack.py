@@ -347,16 +347,35 @@ def banner(stack: LocalStack) -> str:
 
 
 def serve(stack: LocalStack, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-          poll_interval: float = 0.5) -> int:
+          poll_interval: float = 0.5, prog: str = "serve") -> int:
     """Start ``stack``, print the banner, and run until Ctrl-C/SIGTERM or until a server exits.
 
     Returns the exit status: 0 after Ctrl-C/SIGTERM, 1 if the stack could not start (one line on
-    ``err``, e.g. a taken port) or a server died.
+    ``err``, e.g. a taken port) or a server died. Ctrl-C works even when the shell started this
+    process with SIGINT ignored (e.g. in the background).
     """
+    try:
+        stack.check_ports()
+    except StackError as e:
+        print(f"{prog}: error: {e}", file=err)
+        return 1
+    print(f"{prog}: starting the predictor, then the transformer ({stack.model_dir})...",
+          file=err, flush=True)
+    old_sigint = None
+    if threading.current_thread() is threading.main_thread():
+        old_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _serve(stack, out, err, poll_interval, prog)
+    finally:
+        if old_sigint is not None:
+            signal.signal(signal.SIGINT, old_sigint)
+
+
+def _serve(stack: LocalStack, out: TextIO, err: TextIO, poll_interval: float, prog: str) -> int:
     try:
         stack.start()
     except StackError as e:
-        print(f"error: {e}", file=err)
+        print(f"{prog}: error: {e}", file=err)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -365,7 +384,7 @@ def serve(stack: LocalStack, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
         while True:
             dead = stack.exited()
             if dead is not None:
-                print(f"error: {dead.module} exited with status {dead.proc.returncode}; "
+                print(f"{prog}: error: {dead.module} exited with status {dead.proc.returncode}; "
                       f"log {dead.log_path}:\n{dead.log_tail()}", file=err)
                 stack.failed = True
                 return 1

@@ -74,25 +74,7 @@ def run(args: argparse.Namespace) -> int:
         predictor_args += ["--threads", str(args.threads)]
     stack = LocalStack(args.model_dir, model_name=args.model_name, ports=StackPorts(*ports),
                        predictor_args=predictor_args, transformer_args=args.transformer_arg)
-    print(f"{PROG}: starting the predictor, then the transformer ({args.model_dir})...",
-          file=err, flush=True)
-    rc = serve(stack, out=sys.stdout, err=_Prefixed(err, f"{PROG}: "))
-    return rc
-
-
-class _Prefixed:
-    """A stderr wrapper that prefixes the first line of each message with the program name."""
-
-    def __init__(self, stream: Any, prefix: str):
-        self._stream, self._prefix = stream, prefix
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            text = self._prefix + text
-        return self._stream.write(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
+    return serve(stack, out=sys.stdout, err=sys.stderr, prog=PROG)
 
 
 __all__ = ["register", "run"]

@@ -393,7 +393,9 @@ def test_serve_runs_the_stack_until_interrupted(tiny_model_dir, tmp_path, capsys
          "serve", "--model-dir", str(tiny_model_dir), "--threads", "1", "--port", str(ports[0]),
          "--grpc-port", str(ports[1]), "--predictor-port", str(ports[2]),
          "--predictor-grpc-port", str(ports[3])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # as `make serve &` leaves it: SIGINT ignored; Ctrl-C (SIGINT) must stop it all the same
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines = []
     try:
         for line in proc.stdout:  # until the banner: both servers are ready
