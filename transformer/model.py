@@ -169,7 +169,7 @@ class ImageTransformer(Model):
             except Exception as e:  # not up yet: retry; the probe keeps us unready meanwhile
                 failures += 1
                 if failures == 1 or failures % 120 == 0:
-                    logger.info("waiting for the predictor to describe %r: %s", self.name, type(e).__name__)
+                    logger.info("waiting for the predictor to describe %r: %s: %s", self.name, type(e).__name__, e)
                 await asyncio.sleep(DESCRIBE_RETRY_SECONDS)
         if self.info is not None:
             logger.info("following %s", _summary(self.info))
