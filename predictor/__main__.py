@@ -1,4 +1,4 @@
-"""``python -m predictor``: args -> logging -> YoloV3Predictor.load() -> KServe ModelServer."""
+"""``python -m predictor``: args -> logging -> models (one, or a repository) loaded -> KServe ModelServer."""
 
 from __future__ import annotations
 
@@ -18,18 +18,31 @@ def main(argv: list[str] | None = None) -> int:
 
     from predictor.darknet import ModelFormatError
     from predictor.model import YoloV3Predictor
+    from predictor.repository import discover
 
-    model = YoloV3Predictor(settings)
     try:
-        model.load()
+        repo = discover(settings.model_dir, settings.model_name, settings.default_model)
+        if settings.model_version and len(repo.models) > 1:
+            raise ModelFormatError(f"{settings.model_dir}: --model_version applies to one model; a repository's "
+                                   "versions come from each model's files")
+        models = [YoloV3Predictor(settings, name, files, repo.names) for name, files in repo.models.items()]
+        for model in models:  # all or nothing: a broken model in a repository is never half-served
+            model.load()
     except ModelFormatError as e:
         log.error("model load failed: %s", e)
         return 1
     except Exception as e:  # engine/runtime failures: still one clear line, never ready
         log.error("model load failed: %s: %s", type(e).__name__, e)
         return 1
+    by_name = {m.name: m for m in models}
+
+    def register_aliases(server) -> None:
+        for alias, target in repo.aliases.items():
+            log.info("serving %r as an alias of %r", alias, target)
+            server.register_model(by_name[target], name=alias)
+
     serve(
-        model,
+        models,
         "predictor",
         http_port=settings.http_port,
         grpc_port=settings.grpc_port,
@@ -37,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         grace_period=settings.grace_period,
         limits=HttpLimits(max_body_bytes=settings.max_body_bytes),
         grpc_max_message_bytes=settings.max_body_bytes,
+        configure=register_aliases,
     )
     return 0
 

@@ -170,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.sources:
             fetch_sources(args.sources, Path(args.dest), args.sha256)
         else:
-            fetch_tiny(Path(args.dest))
+            from predictor.repository import has_model_files
+
+            dest = Path(args.dest)
+            if dest.is_dir() and not tiny_is_intact(dest) and has_model_files(dest):
+                # `make serve MODEL_DIR=<another model or a model repository>`: serve what is there
+                log.info("%s already holds a model or a model repository; not adding yolov3-tiny", dest)
+            else:
+                fetch_tiny(dest)
     except (FetchError, OSError) as e:
         log.error("fetch failed: %s", e)
         return 1

@@ -1,13 +1,19 @@
-"""``YoloV3Predictor``: the KServe model serving a Darknet YOLOv3 network.
+"""``YoloV3Predictor``: the KServe model serving one Darknet YOLO network.
 
-load: read cfg/weights/names from ``model_dir``, build the ONNX graph, create the engine, warm up.
-predict: v2 / grpc-v2 ``images`` batch in, compact detection tensors out (``yolo_contract.tensors``).
+load: read cfg/weights/names, build the ONNX graph, create the engine, warm up, and fix the model's
+      :class:`~yolo_contract.model_info.ModelInfo` (size, preprocessing, classes, decode defaults).
+predict: v2 / grpc-v2 ``images`` batch in, compact detection tensors out (``yolo_contract.tensors``);
+      a describe call (no inputs, ``describe=true``) is answered with the ModelInfo.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import inspect
 import logging
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -15,24 +21,37 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from predictor import darknet
+from predictor import darknet, yolo
 from predictor.batching import Batcher, Job
 from predictor.engine import Engine, available_cpus, create_engine
 from predictor.onnx_graph import build_onnx
 from predictor.settings import PredictorSettings
-from predictor.yolo import DecodeParams, detect
+from predictor.yolo import DecodeParams
+from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
-from yolo_contract.errors import BadRequest, ServingError
+from yolo_contract.errors import BadRequest, PreprocessMismatch, ServingError
 from yolo_contract.observability import METRICS, format_server_timing
 
 logger = logging.getLogger(__name__)
 
+#: Decode defaults that do not depend on the lineage.
+DEFAULT_IOU_THRESHOLD = 0.45
+DEFAULT_BETA_NMS = 0.6
+
 
 class YoloV3Predictor(Model):
-    def __init__(self, settings: PredictorSettings):
-        super().__init__(settings.model_name)
+    """One served model. ``files`` defaults to the single model in ``settings.model_dir``; in a
+    model repository ``__main__`` gives each model its name and files, and ``served`` lists every
+    name the predictor serves (published in ModelInfo.models)."""
+
+    def __init__(self, settings: PredictorSettings, name: str | None = None,
+                 files: darknet.ModelFiles | None = None, served: Sequence[str] = ()):
+        super().__init__(name or settings.model_name)
         self.settings = settings
+        self.files = files
+        self.served = tuple(served) or (self.name,)
         self.network: darknet.Network | None = None
+        self.info: MI.ModelInfo | None = None
         self.names: list[str] = []
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
@@ -49,8 +68,8 @@ class YoloV3Predictor(Model):
             return self.ready
         s = self.settings
         t0 = time.perf_counter()
-        files = darknet.find_model_files(s.model_dir)
-        network = darknet.parse_cfg(files.cfg)
+        files = self.files or darknet.find_model_files(s.model_dir)
+        network = _parse_cfg(files.cfg, s.lineage)
         darknet.load_weights(network, files.weights)
         self.names = darknet.read_names(files.names, network.classes)
         self.net_w = s.input_size or network.width
@@ -60,6 +79,8 @@ class YoloV3Predictor(Model):
                 raise darknet.ModelFormatError(
                     f"{files.cfg}: input size {self.net_w}x{self.net_h} must be multiples of 32 up to {s.max_input_size}"
                 )
+        info = build_model_info(network, self.names, s, self.name, self.net_w, self.net_h,
+                                s.model_version or files_version(files), self.served)
         model = build_onnx(network)
         if s.export_onnx:
             import onnx
@@ -70,14 +91,20 @@ class YoloV3Predictor(Model):
         self.engine = create_engine(s.engine, model.SerializeToString(), threads, s.precision, s.device)
         del model
         self.network = network
-        # Warm up at the declared size (first runs allocate and pick kernels).
+        self.info = info
+        # Warm up at the served size (first runs allocate and pick kernels).
         warm = np.full((1, 3, self.net_h, self.net_w), 0.5, np.float32)
         for _ in range(2):
             self.engine.run(warm)
         self.batcher = Batcher(self._run_batch, s.max_batch_size, s.max_batch_delay_ms, s.max_queue)
         logger.info(
-            "loaded %s (%d layers, %d classes, %.1f M params, %.2f GFLOP at %dx%d) on %s %s with %d threads in %.2f s",
+            "loaded %s as %r version %s (%s, %s, %d layers, %d classes, %.1f M params, %.2f GFLOP at %dx%d) "
+            "on %s %s with %d threads in %.2f s",
             files.weights.name,
+            self.name,
+            info.version,
+            info.lineage,
+            info.preprocess,
             len(network.layers),
             network.classes,
             network.n_params / 1e6,
@@ -99,7 +126,10 @@ class YoloV3Predictor(Model):
 
     # ------------------------------------------------------------------ contract
     def get_input_types(self) -> list[dict]:
-        return [{"name": T.INPUT_IMAGES, "datatype": "UINT8", "shape": [-1, 3, self.net_h, self.net_w]}]
+        return [
+            {"name": T.INPUT_IMAGES, "datatype": "UINT8", "shape": [-1, 3, self.net_h, self.net_w]},
+            {"name": T.INPUT_CONTENT, "datatype": "FP32", "shape": [-1, 4]},
+        ]
 
     def get_output_types(self) -> list[dict]:
         return [
@@ -108,10 +138,18 @@ class YoloV3Predictor(Model):
             {"name": T.OUTPUT_LABELS, "datatype": "BYTES", "shape": [-1, -1]},
         ]
 
+    def metadata_extra(self) -> dict:
+        """What ``GET /v2/models/<name>`` adds to KServe's metadata (``yolo_contract.model_metadata``)."""
+        return {
+            "versions": [self.info.version],
+            "platform": f"darknet-{self.info.lineage}",
+            "parameters": self.info.to_dict(),
+        }
+
     # ------------------------------------------------------------------ request handling
     def _decode_params(self, raw: object) -> DecodeParams:
         p = T.coerce_parameters(raw)
-        s = self.settings
+        s, info = self.settings, self.info
         class_ids = None
         if p.get("class_filter"):
             unknown = [n for n in p["class_filter"] if n not in self.names]
@@ -121,13 +159,24 @@ class YoloV3Predictor(Model):
                     f"class_filter has {len(unknown)} name(s) that are not among this model's {len(self.names)} classes"
                 )
             class_ids = frozenset(self.names.index(n) for n in p["class_filter"])
-        return DecodeParams(
-            confidence=p.get("confidence", s.confidence),
-            iou_threshold=p.get("iou_threshold", s.iou_threshold),
+        return _decode_params(
+            confidence=p.get("confidence", info.confidence),
+            iou_threshold=p.get("iou_threshold", info.iou_threshold),
             max_detections=p.get("max_detections", s.max_detections),
             class_ids=class_ids,
-            per_class_nms=p.get("nms") == "per_class",
+            nms=p.get("nms", info.nms),
+            beta_nms=info.beta_nms,
         )
+
+    def _check_preprocess(self, payload: InferRequest, shape: list[int]) -> None:
+        """A request that says how it was prepared must match this model (else 409 with our info)."""
+        mode = T.plain_value((payload.parameters or {}).get(T.PREPROCESS_PARAMETER))
+        if mode is None:
+            return
+        if mode not in T.PREPROCESS_MODES:
+            raise BadRequest(f'parameter "{T.PREPROCESS_PARAMETER}" must be one of {", ".join(T.PREPROCESS_MODES)}')
+        if mode != self.info.preprocess or shape[2:] != [self.net_h, self.net_w]:
+            raise PreprocessMismatch(MI.mismatch_message(self.info))
 
     def _images(self, payload: InferRequest) -> np.ndarray:
         inputs = [i for i in payload.inputs if i.name == T.INPUT_IMAGES]
@@ -148,6 +197,7 @@ class YoloV3Predictor(Model):
                 f'input "{T.INPUT_IMAGES}" must have shape [N,3,H,W] with 1 <= N <= {s.max_request_batch} and '
                 f"H, W multiples of 32 in [32, {s.max_input_size}]; got {shape}"
             )
+        self._check_preprocess(payload, shape)
         try:
             arr = inp.as_numpy()
         except Exception as e:  # kserve raises several types for count/type mismatches
@@ -162,6 +212,22 @@ class YoloV3Predictor(Model):
             raise BadRequest(f'input "{T.INPUT_IMAGES}" contains NaN or infinity')
         return arr
 
+    def _content(self, payload: InferRequest, n: int) -> np.ndarray | None:
+        """The optional ``content`` input: FP32 [N, 4], finite, sizes positive."""
+        inputs = [i for i in payload.inputs if i.name == T.INPUT_CONTENT]
+        if not inputs:
+            return None
+        inp = inputs[0]
+        if len(inputs) != 1 or inp.datatype != "FP32" or [int(d) for d in inp.shape] != [n, 4]:
+            raise BadRequest(f'input "{T.INPUT_CONTENT}" must be one FP32 tensor of shape [{n}, 4]')
+        try:
+            arr = np.asarray(inp.as_numpy(), np.float32).reshape(n, 4)
+        except Exception as e:
+            raise BadRequest(f'input "{T.INPUT_CONTENT}" data does not match its shape') from e
+        if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
+            raise BadRequest(f'input "{T.INPUT_CONTENT}" must hold finite offsets and positive sizes')
+        return arr
+
     def _run_batch(self, images: np.ndarray, jobs: Sequence[Job]) -> list[tuple[list[np.ndarray], dict]]:
         """Runs in the batcher's worker thread: one engine call, then per-job decode with its params."""
         t0 = time.perf_counter()
@@ -171,11 +237,13 @@ class YoloV3Predictor(Model):
         METRICS.batch_size.labels(self.name).observe(len(images))  # once per engine call
         h, w = images.shape[2:]
         results, offset = [], 0
-        layers = self.network.yolo_layers
+        heads = _heads(self.network)
         for job in jobs:
             t_job = time.perf_counter()
+            params, content = job.params
             rows = [
-                detect([o[offset + k] for o in outputs], layers, w, h, job.params)
+                _detect([o[offset + k] for o in outputs], heads, w, h, params,
+                        None if content is None else tuple(float(v) for v in content[k]))
                 for k in range(job.images.shape[0])
             ]
             offset += job.images.shape[0]
@@ -185,15 +253,35 @@ class YoloV3Predictor(Model):
     async def predict(self, payload, headers: dict[str, str] | None = None) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidInput("the predictor speaks the v2 protocol (REST /v2/models/<name>/infer or gRPC)")
+        if MI.is_describe(payload.parameters):
+            return self._describe(payload)
         started = time.perf_counter()
         images = self._images(payload)
+        content = self._content(payload, images.shape[0])
         params = self._decode_params(payload.parameters)
-        (rows, timing), waited = await self.batcher.submit(images, params)
+        (rows, timing), waited = await self.batcher.submit(images, (params, content))
         response = self._response(payload, rows)
         timing = {"queue": waited, **timing, "total": time.perf_counter() - started}
-        response.parameters = {T.SERVER_TIMING_PARAMETER: format_server_timing(timing, prefix="predictor-")}
+        response.parameters = {
+            T.SERVER_TIMING_PARAMETER: format_server_timing(timing, prefix="predictor-"),
+            T.MODEL_VERSION_PARAMETER: self.info.version,
+        }
         METRICS.observe_predictor(self.name, timing, images.shape, rows, self.names)
         return response
+
+    def _describe(self, payload: InferRequest) -> InferResponse:
+        name, shape, datatype, data = MI.describe_output(self.info)
+        binary = bool(payload.from_grpc or payload.use_binary_outputs)
+        out = InferOutput(name, shape, datatype)
+        out.set_data_from_numpy(data, binary_data=binary)
+        return InferResponse(
+            response_id=payload.id or "",
+            model_name=payload.model_name or self.name,
+            infer_outputs=[out],
+            model_version=self.info.version,
+            use_binary_outputs=binary,
+            parameters={T.MODEL_VERSION_PARAMETER: self.info.version},
+        )
 
     def _response(self, payload: InferRequest, rows: list[np.ndarray]) -> InferResponse:
         n = len(rows)
@@ -216,10 +304,78 @@ class YoloV3Predictor(Model):
             outputs.append(out)
         return InferResponse(
             response_id=payload.id or "",
-            model_name=self.name,
+            model_name=payload.model_name or self.name,
             infer_outputs=outputs,
+            model_version=self.info.version,
             use_binary_outputs=binary,
         )
 
 
-__all__ = ["YoloV3Predictor", "ServingError"]
+def files_version(files: darknet.ModelFiles, digits: int = 12) -> str:
+    """The first ``digits`` hex digits of sha256(cfg bytes + weights bytes + names bytes)."""
+    h = hashlib.sha256()
+    for path in (files.cfg, files.weights, files.names):
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:digits]
+
+
+def build_model_info(network: darknet.Network, names: Sequence[str], s: PredictorSettings, name: str,
+                     width: int, height: int, version: str, served: Sequence[str]) -> MI.ModelInfo:
+    """The ModelInfo of a loaded network: the cfg decides, flags given explicitly override."""
+    # MERGE(i10-darknet): the getattr defaults are pjreddie's, for the reader before lineages.
+    lineage = getattr(network, "lineage", "pjreddie")
+    letter_box = getattr(network, "letter_box", True)
+    return MI.ModelInfo(
+        name=name,
+        version=version,
+        lineage=lineage,
+        input_width=width,
+        input_height=height,
+        preprocess=s.preprocess if s.preprocess != "auto" else ("letterbox" if letter_box else "resize"),
+        classes=tuple(names),
+        confidence=s.confidence if s.confidence is not None else getattr(network, "default_confidence", 0.5),
+        iou_threshold=s.iou_threshold if s.iou_threshold is not None else DEFAULT_IOU_THRESHOLD,
+        nms=getattr(network, "nms_kind", "agnostic"),
+        beta_nms=getattr(network, "beta_nms", DEFAULT_BETA_NMS),
+        models=tuple(served),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# MERGE(i10-darknet): adapters to the lineage-aware reader and decoder. Once that branch is merged
+# each of these is its one-line body's "new" call (parse_cfg(path, lineage=...), network.heads,
+# DecodeParams(nms=..., beta_nms=...), detect(..., content=...)).
+
+def _parse_cfg(path: Path, lineage: str) -> darknet.Network:
+    if "lineage" in inspect.signature(darknet.parse_cfg).parameters:
+        return darknet.parse_cfg(path, lineage=None if lineage == "auto" else lineage)
+    if lineage == "alexeyab":
+        raise darknet.ModelFormatError(f"{path}: --lineage alexeyab is not supported by this build's Darknet reader")
+    return darknet.parse_cfg(path)
+
+
+def _heads(network: darknet.Network) -> list:
+    return getattr(network, "heads", None) or network.yolo_layers
+
+
+_DECODE_FIELDS = {f.name for f in dataclasses.fields(DecodeParams)}
+_DETECT_TAKES_CONTENT = "content" in inspect.signature(yolo.detect).parameters
+
+
+def _decode_params(*, nms: str, beta_nms: float, **kw) -> DecodeParams:
+    if "nms" in _DECODE_FIELDS:
+        return DecodeParams(nms=nms, beta_nms=beta_nms, **kw)
+    if nms == "diou":
+        raise BadRequest('parameter "nms": diou is not supported by this build')
+    return DecodeParams(per_class_nms=nms == "per_class", **kw)
+
+
+def _detect(outputs, heads, w: int, h: int, params: DecodeParams, content) -> np.ndarray:
+    if _DETECT_TAKES_CONTENT:
+        return yolo.detect(outputs, heads, w, h, params, content=content)
+    return yolo.detect(outputs, heads, w, h, params)
+
+
+__all__ = ["YoloV3Predictor", "ServingError", "build_model_info", "files_version"]

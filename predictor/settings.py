@@ -7,6 +7,7 @@ The parser extends ``kserve.model_server.parser`` (``--model_name``, ``--http_po
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 
 from predictor.engine import DEVICES, ENGINES, PRECISIONS
@@ -16,12 +17,24 @@ from predictor.engine import DEVICES, ENGINES, PRECISIONS
 class PredictorSettings:
     #: Name the model is served under (must equal the transformer's ``--model_name``).
     model_name: str = "yolov3"
-    #: Directory holding exactly one ``.cfg``, ``.weights`` and ``.names`` (KServe's storage
-    #: initializer unpacks ``storageUri`` / ``STORAGE_URI`` to ``/mnt/models``).
+    #: One model (``.cfg``, ``.weights``, ``.names``, directly or one directory level down) or a
+    #: model repository (several model subdirectories, each served under its name; see
+    #: ``predictor.repository``). KServe's storage initializer unpacks ``STORAGE_URI`` here.
     model_dir: str = "/mnt/models"
-    #: Declared network input size (square); 0 takes ``width``/``height`` from the cfg's ``[net]``.
-    #: Any multiple of 32 is accepted at request time; this is what metadata advertises.
+    #: Repository mode: the model that ``--model_name`` stands for when no subdirectory has that name
+    #: ("" = the first name in sorted order).
+    default_model: str = ""
+    #: Served input size: 0 = the cfg's ``width`` x ``height`` (non-square kept); N = N x N.
+    #: Published in ModelInfo; transformer requests must use it (hand-made tensors may use any
+    #: multiple of 32 up to ``max_input_size``).
     input_size: int = 0
+    #: Darknet lineage of the cfg: ``auto`` (detected from the cfg), ``pjreddie`` or ``alexeyab``.
+    lineage: str = "auto"
+    #: ``auto`` (the cfg's: ``letter_box=1`` or a pjreddie cfg -> letterbox, else resize),
+    #: ``letterbox`` or ``resize``.
+    preprocess: str = "auto"
+    #: Published model version; "" = the first 12 hex digits of sha256(cfg + weights + names).
+    model_version: str = ""
     #: ``onnxruntime`` (default) or ``openvino``.
     engine: str = "onnxruntime"
     #: ``fp32`` (Darknet-exact) or ``bf16`` (OpenVINO only; faster, confidences shift by <= ~0.04).
@@ -43,9 +56,10 @@ class PredictorSettings:
     max_request_batch: int = 16
     #: Write the built ONNX graph here on load (for other runtimes), then keep serving.
     export_onnx: str = ""
-    #: Default decode parameters (overridable per request).
-    confidence: float = 0.5
-    iou_threshold: float = 0.45
+    #: Default decode parameters (overridable per request); None = the lineage's (0.5 pjreddie,
+    #: 0.25 AlexeyAB; IoU 0.45).
+    confidence: float | None = None
+    iou_threshold: float | None = None
     max_detections: int = 300
     http_port: int = 8080
     grpc_port: int = 8081
@@ -67,8 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = component_parser(
         "python -m predictor", "Serve a Darknet YOLOv3 model (.cfg + .weights + .names) as a KServe model.", d
     )
-    p.add_argument("--model_dir", default=d.model_dir, help="directory with the .cfg, .weights and .names files")
-    p.add_argument("--input_size", type=int, default=d.input_size, help="network input size (multiple of 32; 0 = from cfg)")
+    p.add_argument("--model_dir", default=d.model_dir,
+                   help="directory with the .cfg, .weights and .names files, or with one subdirectory per model")
+    p.add_argument("--default_model", default=d.default_model,
+                   help="repository mode: the model --model_name stands for (default: first in sorted order)")
+    p.add_argument("--input_size", type=int, default=d.input_size,
+                   help="served input size N x N (multiple of 32; 0 = the cfg's width x height)")
+    p.add_argument("--lineage", choices=LINEAGE_CHOICES, default=d.lineage, help="Darknet lineage of the cfg")
+    p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default=d.preprocess,
+                   help="letterbox or resize (auto = from the cfg)")
+    p.add_argument("--model_version", default=d.model_version, help="published version (default: sha256 of the files)")
     p.add_argument("--engine", choices=ENGINES, default=d.engine)
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
     p.add_argument("--device", choices=DEVICES, default=d.device, help="execution device (onnxruntime engine)")
@@ -79,10 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_input_size", type=int, default=d.max_input_size)
     p.add_argument("--max_request_batch", type=int, default=d.max_request_batch)
     p.add_argument("--export_onnx", default=d.export_onnx, help="also write the ONNX graph to this path")
-    p.add_argument("--confidence", type=float, default=d.confidence)
-    p.add_argument("--iou_threshold", type=float, default=d.iou_threshold)
+    p.add_argument("--confidence", type=_auto_float, default=d.confidence, help="default threshold (auto = the lineage's)")
+    p.add_argument("--iou_threshold", type=_auto_float, default=d.iou_threshold, help="default NMS IoU (auto = 0.45)")
     p.add_argument("--max_detections", type=int, default=d.max_detections)
     return p
+
+
+LINEAGE_CHOICES = ("auto", "pjreddie", "alexeyab")
+PREPROCESS_CHOICES = ("auto", "letterbox", "resize")
+
+
+def _auto_float(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from e
 
 
 def _check(s: PredictorSettings) -> None:
@@ -92,8 +127,12 @@ def _check(s: PredictorSettings) -> None:
         raise ValueError("--max_batch_size, --max_queue and --max_request_batch must be >= 1")
     if s.precision == "bf16" and s.engine != "openvino":
         raise ValueError("--precision bf16 needs --engine openvino")
-    if not 0.001 <= s.confidence <= 1 or not 0 <= s.iou_threshold <= 1:
+    if (s.confidence is not None and not 0.001 <= s.confidence <= 1) or (
+        s.iou_threshold is not None and not 0 <= s.iou_threshold <= 1
+    ):
         raise ValueError("--confidence must be in [0.001, 1] and --iou_threshold in [0, 1]")
+    if s.model_version and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", s.model_version):
+        raise ValueError("--model_version: up to 64 letters, digits, '.', '_', '+' or '-'")
 
 
 def parse_settings(argv: list[str] | None = None) -> PredictorSettings:

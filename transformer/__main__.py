@@ -1,4 +1,4 @@
-"""``python -m transformer``: args -> logging -> ImageTransformer -> KServe ModelServer."""
+"""``python -m transformer``: args -> logging -> ImageTransformer (describes the predictor at start) -> KServe ModelServer."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         limits=HttpLimits(settings.max_body_bytes, settings.body_read_timeout_seconds),
         grpc_max_message_bytes=settings.max_body_bytes,
         rewrite=rewrite_request,
+        # the predictor's other model names are registered as they are described
+        configure=lambda server: setattr(model.link, "register", server.register_model),
         # our model makes its own gRPC calls (fast reconnects, error mapping); KServe's config is
         # kept consistent for anything of KServe's that reads it
         predictor_config=PredictorConfig(

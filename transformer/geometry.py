@@ -41,6 +41,9 @@ __all__ = [
     "unletterbox_boxes",
     "letterbox_boxes",
     "clip_boxes_cxcywh",
+    "resize_params",
+    "preprocess",
+    "preprocess_uint8",
 ]
 
 _F32 = np.float32
@@ -334,3 +337,50 @@ def clip_boxes_cxcywh(boxes: np.ndarray, width: float, height: float) -> np.ndar
     arr[:, 2] = x1 - x0
     arr[:, 3] = y1 - y0
     return arr
+
+
+# ------------------------------------------------------------------------------------------------
+# Preprocessing mode chosen by the model (letterbox or plain resize). Thin wrappers over the
+# letterbox internals above: Darknet's resize_image is the same bilinear either way.
+
+
+def resize_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
+    """Geometry of a plain resize (AlexeyAB ``resize_image`` to the network size, no bars):
+    ``new_w = net_w``, ``new_h = net_h``, ``dx = dy = 0``. :func:`unletterbox_boxes` then maps
+    boxes back by ``src / net`` per axis.
+
+    Raises:
+        ValueError: a size is not a positive integer.
+    """
+    src_w, src_h = _check_size("src_w", src_w), _check_size("src_h", src_h)
+    net_w, net_h = _check_size("net_w", net_w), _check_size("net_h", net_h)
+    return Letterbox(src_w=src_w, src_h=src_h, net_w=net_w, net_h=net_h, new_w=net_w, new_h=net_h, dx=0, dy=0)
+
+
+def _mode_params(rgb: np.ndarray, net_w: int, net_h: int, mode: str) -> Letterbox:
+    if mode == "letterbox":
+        return letterbox_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
+    if mode == "resize":
+        return resize_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
+    raise ValueError("mode must be 'letterbox' or 'resize'")
+
+
+def preprocess(rgb: np.ndarray, net_w: int, net_h: int, mode: str) -> tuple[np.ndarray, Letterbox]:
+    """:func:`letterbox` (``mode="letterbox"``) or Darknet ``resize_image`` to ``net_w x net_h``
+    (``mode="resize"``); float32 ``[3, net_h, net_w]`` in [0, 1] and the geometry."""
+    rgb = _check_rgb(rgb)
+    lb = _mode_params(rgb, net_w, net_h, mode)
+    out = np.empty((3, lb.net_h, lb.net_w), dtype=_F32)
+    _letterbox_into(rgb, lb, out)
+    return out, lb
+
+
+def preprocess_uint8(rgb: np.ndarray, net_w: int, net_h: int, mode: str) -> tuple[np.ndarray, Letterbox]:
+    """:func:`preprocess` quantised for the wire like :func:`letterbox_uint8` (``rint(x * 255)``)."""
+    rgb = _check_rgb(rgb)
+    lb = _mode_params(rgb, net_w, net_h, mode)
+    x = _WORKSPACE.get("canvas", (3, lb.net_h, lb.net_w), _F32)
+    _letterbox_into(rgb, lb, x)
+    x *= _F32(255.0)
+    np.rint(x, out=x)
+    return x.astype(np.uint8), lb

@@ -1,11 +1,17 @@
-"""``ImageTransformer``: the KServe transformer in front of the YOLOv3 predictor.
+"""``ImageTransformer``: the KServe transformer in front of the YOLO predictor.
 
-preprocess: decode uploads in memory and letterbox them exactly as Darknet does.
-predict:    one grpc-v2 call to the predictor (errors mapped to 503/504/4xx, never a bare 500).
+The model decides, the transformer follows: input size, preprocessing (letterbox or resize) and
+classes are the predictor model's :class:`~yolo_contract.model_info.ModelInfo`, learned by a describe
+call at start and kept current from every answer (``model_version``, ``PreprocessMismatch``).
+
+preprocess:  decode uploads in memory and prepare them as the model wants (Darknet-exact).
+predict:     one grpc-v2 call to the predictor (errors mapped to 503/504/4xx, never a bare 500); a
+             call refused because the model changed is prepared again and retried (at most twice).
 postprocess: map boxes back to original pixels and build the response document.
 
-Per-request state (geometry, parameters, format, timings) travels in a :class:`Batch` object from
-preprocess to postprocess; nothing request-specific is ever stored on ``self``.
+One ImageTransformer serves each name the predictor serves (a model repository); they share one
+:class:`PredictorLink`. Per-request state (geometry, parameters, format, timings) travels in a
+:class:`Batch` object from preprocess to postprocess; nothing request-specific is stored on ``self``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from transformer import geometry, imaging, payload
 from transformer.settings import TransformerSettings
+from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
 from yolo_contract.errors import (
     BadRequest,
@@ -43,12 +50,41 @@ _GRPC_ERRORS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: (PayloadTooLarge, "request too large for the predictor"),
     grpc.StatusCode.NOT_FOUND: (PredictorError, "the predictor does not serve this model"),
 }
+#: Calls refused with PreprocessMismatch are prepared again for the model that refused and retried
+#: this many times at most (a rollout between models of different input geometry).
+MAX_MISMATCH_RETRIES = 2
+#: Seconds between describe attempts while the predictor is not up yet.
+DESCRIBE_RETRY_SECONDS = 0.5
+
+
+def _no_client_tracebacks(record: logging.LogRecord) -> bool:
+    """KServe's gRPC client logs every failed call with a traceback (logger ``kserve.trace``). This
+    model handles each failure itself: one warning line for real failures (:func:`_rpc_error`),
+    nothing for a refusal because the model changed (expected during a rollout) or for describe
+    attempts while the predictor is starting."""
+    return not (record.msg == "Failed to infer: %s" and record.args and isinstance(record.args[0], grpc.RpcError))
+
+
+logging.getLogger("kserve.trace").addFilter(_no_client_tracebacks)
+
+
+def _rpc_error(e: grpc.RpcError, request_id: str, log: bool = True) -> Exception:
+    """A predictor call's gRPC error as the typed error the client gets."""
+    code = e.code() if hasattr(e, "code") else None
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return BadRequest(e.details() or "invalid request")  # our predictor's messages are client-safe
+    cls, message = _GRPC_ERRORS.get(code, (PredictorError, "predictor failed to process the request"))
+    if log:
+        logger.warning("predictor call failed (request id %s): %s", request_id or "-", code)
+    return cls(message, retry_after=1 if cls is PredictorUnavailable else None)
 
 
 @dataclass
 class Batch:
     """Everything one request needs between preprocess and postprocess."""
 
+    images: list[bytes]  # the uploads, kept to prepare them again if the model changed
+    info: MI.ModelInfo  # the model the tensor was prepared for
     tensor: np.ndarray  # [N, 3, H, W] UINT8 or FP32
     letterboxes: list
     params: dict
@@ -59,19 +95,18 @@ class Batch:
     clip: bool = False
 
 
-class ImageTransformer(Model):
+class PredictorLink:
+    """What every served name shares: the gRPC client, the in-flight count, the predictor-ready
+    cache and the served models (registered with KServe's server as they are described)."""
+
     def __init__(self, settings: TransformerSettings):
-        super().__init__(settings.model_name, return_response_headers=True)
         self.settings = settings
         self._client: InferenceGRPCClient | None = None
-        self._inflight = 0
-        self._predictor_ready = (0.0, False)  # (checked at, ready)
+        self.inflight = 0
+        self.models: dict[str, ImageTransformer] = {}
+        #: ``register(model)`` adds a model to the running server (set by ``__main__``)
+        self.register = None
 
-    def load(self) -> bool:
-        self.ready = True
-        return self.ready
-
-    # ------------------------------------------------------------------ predictor connection
     @property
     def client(self) -> InferenceGRPCClient:
         if self._client is None:
@@ -93,8 +128,101 @@ class ImageTransformer(Model):
             )
         return self._client
 
+
+class ImageTransformer(Model):
+    def __init__(self, settings: TransformerSettings, name: str | None = None, link: PredictorLink | None = None):
+        super().__init__(name or settings.model_name, return_response_headers=True)
+        self.settings = settings
+        self.link = link or PredictorLink(settings)
+        self.link.models.setdefault(self.name, self)
+        self.tracker = MI.ModelTracker()
+        self._describing: asyncio.Task | None = None
+        self._predictor_ready = (0.0, False)  # (checked at, ready)
+        self._stopped = False
+        # The first model describes the predictor at start (KServe runs start_engine() with the
+        # servers); the names it learns are registered as they are found.
+        self.engine = link is None
+
+    def load(self) -> bool:
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.ready = False
+
+    def stop_engine(self) -> None:
+        self.stop()
+
+    @property
+    def info(self) -> MI.ModelInfo | None:
+        """The model requests are prepared for (None until described)."""
+        return self.tracker.current()
+
+    # ------------------------------------------------------------------ describing the predictor
+    async def start_engine(self) -> None:
+        """Describe the predictor until it answers (readiness stays false until then); never raises."""
+        failures = 0
+        while not self._stopped and self.info is None:
+            try:
+                await self._describe_once()
+            except Exception as e:  # not up yet: retry; the probe keeps us unready meanwhile
+                failures += 1
+                if failures == 1 or failures % 120 == 0:
+                    logger.info("waiting for the predictor to describe %r: %s: %s", self.name, type(e).__name__, e)
+                await asyncio.sleep(DESCRIBE_RETRY_SECONDS)
+        if self.info is not None:
+            logger.info("following %s", _summary(self.info))
+
+    async def _describe_once(self) -> MI.ModelInfo:
+        """One describe call (concurrent callers share it); raises the typed predictor errors."""
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.get_running_loop().create_task(self._describe())
+        return await asyncio.shield(self._describing)
+
+    async def _describe(self) -> MI.ModelInfo:
+        request = InferRequest(model_name=self.name, infer_inputs=[], parameters=MI.describe_parameters())
+        timeout = min(5.0, self.settings.predictor_request_timeout_seconds)
+        try:
+            response = await self.link.client.infer(request, timeout=timeout)
+            info = MI.read_describe_output({o.name: o.as_numpy() for o in response.outputs})
+        except grpc.RpcError as e:  # start_engine logs the wait; requests log their own outcome
+            raise _rpc_error(e, "describe", log=False) from e
+        except ValueError as e:
+            logger.warning("the predictor's describe answer for %r is malformed: %s", self.name, e)
+            raise PredictorError("the predictor's model description is malformed") from e
+        self.tracker.observe(info.version, info)
+        self._mirror(info.models)
+        return info
+
+    def _describe_later(self) -> None:
+        """Refresh the description in the background (a new version answered)."""
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.get_running_loop().create_task(self._describe())
+            self._describing.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _mirror(self, names) -> None:
+        """Serve every name the predictor serves (one model object per name, shared link)."""
+        for name in names:
+            if name in self.link.models or self.link.register is None:
+                continue
+            sibling = ImageTransformer(self.settings, name, self.link)
+            sibling.enable_latency_logging = self.enable_latency_logging
+            sibling.load()
+            self.link.register(sibling)
+            logger.info("serving %r too (the predictor serves it)", name)
+            sibling._describe_later()
+
+    async def _model_info(self) -> MI.ModelInfo:
+        info = self.info
+        return info if info is not None else await self._describe_once()
+
     async def healthy(self) -> bool:
         if not self.ready:
+            return False
+        if self.info is None:
+            if not self.engine:  # start_engine describes the first model; the others on demand
+                self._describe_later()
             return False
         if not self.settings.enable_predictor_health_check:
             return True
@@ -102,21 +230,38 @@ class ImageTransformer(Model):
         if time.monotonic() - checked < 1.0:
             return ready
         try:
-            ready = bool(await self.client.is_model_ready(self.name, timeout=1.0))
+            ready = bool(await self.link.client.is_model_ready(self.name, timeout=1.0))
         except Exception:  # unreachable predictor = not ready; the probe must not raise
             ready = False
         self._predictor_ready = (time.monotonic(), ready)
         return ready
 
+    # ------------------------------------------------------------------ metadata
+    def get_input_types(self) -> list[dict]:
+        return [{"name": T.INPUT_IMAGES, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": T.OUTPUT_DETECTIONS, "datatype": "BYTES", "shape": [-1]}]
+
+    async def metadata_extra(self) -> dict:
+        """``GET /v2/models/<name>``: the transformer's API (encoded images in, one JSON document per
+        image out) with the predictor model's ModelInfo as ``parameters`` (classes, size, version)."""
+        try:
+            info = await self._model_info()
+        except Exception:  # the predictor is not up: the API is still described
+            return {"platform": "yolo-kserve-transformer"}
+        return {"platform": "yolo-kserve-transformer", "versions": [info.version], "parameters": info.to_dict()}
+
     # ------------------------------------------------------------------ admission control
     async def __call__(self, body, headers=None, verb=None):
-        if self._inflight >= self.settings.max_inflight:
+        link = self.link
+        if link.inflight >= self.settings.max_inflight:
             raise Overloaded(f"transformer busy ({self.settings.max_inflight} requests in flight); retry later", retry_after=1)
-        self._inflight += 1
+        link.inflight += 1
         try:
             return await (super().__call__(body, headers) if verb is None else super().__call__(body, headers, verb))
         finally:
-            self._inflight -= 1
+            link.inflight -= 1
 
     # ------------------------------------------------------------------ handlers
     async def preprocess(self, body, headers: dict[str, str] | None = None) -> Batch:
@@ -143,15 +288,18 @@ class ImageTransformer(Model):
         if fmt not in payload.FORMATS:
             raise BadRequest(f'parameter "format" must be one of {", ".join(payload.FORMATS)}')
         clip = str(T.plain_value(raw_params.get("clip", "false"))).lower() in ("true", "1")
+        info = await self._model_info()
         loop = asyncio.get_running_loop()
-        tensor, letterboxes, timings = await loop.run_in_executor(None, self._prepare, images)
-        return Batch(tensor, letterboxes, params, fmt, protocol, headers.get(T.REQUEST_ID_HEADER, ""), timings, clip)
+        tensor, letterboxes, timings = await loop.run_in_executor(None, self._prepare, images, info)
+        return Batch(images, info, tensor, letterboxes, params, fmt, protocol,
+                     headers.get(T.REQUEST_ID_HEADER, ""), timings, clip)
 
-    def _prepare(self, images: list[bytes]):
-        """Decode + letterbox every image (worker thread)."""
+    def _prepare(self, images: list[bytes], info: MI.ModelInfo):
+        """Decode + preprocess every image as the model wants (worker thread)."""
         s = self.settings
-        size = s.input_size
-        tensor = np.empty((len(images), 3, size, size), np.uint8 if s.wire_dtype == "uint8" else np.float32)
+        w, h = info.size
+        tensor = np.empty((len(images), 3, h, w), np.uint8 if s.wire_dtype == "uint8" else np.float32)
+        prepare = geometry.preprocess_uint8 if s.wire_dtype == "uint8" else geometry.preprocess
         letterboxes = []
         t_decode = t_letterbox = 0.0
         for i, data in enumerate(images):
@@ -159,40 +307,63 @@ class ImageTransformer(Model):
             rgb = imaging.decode_image(data, max_pixels=s.max_pixels)
             t1 = time.perf_counter()
             METRICS.image_pixels.labels(self.name).observe(rgb.shape[0] * rgb.shape[1])
-            if s.wire_dtype == "uint8":
-                tensor[i], lb = geometry.letterbox_uint8(rgb, size, size)
-            else:
-                tensor[i], lb = geometry.letterbox(rgb, size, size)
+            tensor[i], lb = prepare(rgb, w, h, info.preprocess)
             letterboxes.append(lb)
             t_decode += t1 - t0
             t_letterbox += time.perf_counter() - t1
         return tensor, letterboxes, {"decode": t_decode, "letterbox": t_letterbox}
 
-    async def predict(self, batch: Batch, headers: dict[str, str] | None = None, response_headers=None):
+    def _request(self, batch: Batch) -> InferRequest:
         inp = InferInput(T.INPUT_IMAGES, list(batch.tensor.shape), "UINT8" if batch.tensor.dtype == np.uint8 else "FP32")
         inp.set_data_from_numpy(batch.tensor, binary_data=True)
-        request = InferRequest(
+        content = np.array([(*lb.box_offset, lb.new_w, lb.new_h) for lb in batch.letterboxes], np.float32)
+        where = InferInput(T.INPUT_CONTENT, list(content.shape), "FP32")
+        where.set_data_from_numpy(content, binary_data=True)
+        return InferRequest(
             model_name=self.name,
-            infer_inputs=[inp],
+            infer_inputs=[inp, where],
             request_id=batch.request_id or None,
-            parameters=T.to_wire_parameters(batch.params) or None,
+            parameters={**T.to_wire_parameters(batch.params), T.PREPROCESS_PARAMETER: batch.info.preprocess},
         )
+
+    async def predict(self, batch: Batch, headers: dict[str, str] | None = None, response_headers=None):
         metadata = ((T.REQUEST_ID_HEADER, batch.request_id),) if batch.request_id else None
         t0 = time.perf_counter()
-        try:
-            response = await self.client.infer(request, headers=metadata)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise BadRequest(e.details() or "invalid request") from e  # our predictor's messages are client-safe
-            if code == grpc.StatusCode.UNAVAILABLE:
-                self._predictor_ready = (0.0, False)
-            cls, message = _GRPC_ERRORS.get(code, (PredictorError, "predictor failed to process the request"))
-            logger.warning("predictor call failed (request id %s): %s", batch.request_id, code)
-            raise cls(message, retry_after=1 if cls is PredictorUnavailable else None) from e
+        for attempt in range(MAX_MISMATCH_RETRIES + 1):
+            try:
+                response = await self.link.client.infer(self._request(batch), headers=metadata)
+                break
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else None
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    self._predictor_ready = (0.0, False)
+                if code != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise _rpc_error(e, batch.request_id) from e
+                # Prepared for another model than the one that answered: follow it and try again.
+                refused_by = MI.read_mismatch_message(e.details() or "")
+                if refused_by is None:
+                    refused_by = await self._describe_once()
+                else:
+                    if self.tracker.observe(refused_by.version, refused_by):
+                        self._describe_later()  # the message left out the class names
+                    self._mirror(refused_by.models)
+                if attempt == MAX_MISMATCH_RETRIES:
+                    logger.warning("request id %s: the model behind %r kept changing; gave up after %d retries",
+                                   batch.request_id or "-", self.name, attempt)
+                    raise PredictorUnavailable("the model changed while the request was prepared; retry", retry_after=1) from e
+                t_retry = time.perf_counter()
+                batch.info = self.info
+                loop = asyncio.get_running_loop()
+                batch.tensor, batch.letterboxes, again = await loop.run_in_executor(None, self._prepare, batch.images, batch.info)
+                for stage, seconds in again.items():
+                    batch.timings[stage] = batch.timings.get(stage, 0.0) + seconds
+                batch.timings["retry"] = batch.timings.get("retry", 0.0) + time.perf_counter() - t_retry
         rpc = time.perf_counter() - t0
+        version = response.model_version or str(T.plain_value((response.parameters or {}).get(T.MODEL_VERSION_PARAMETER, "")))
+        if version and self.tracker.observe(version):
+            self._describe_later()  # a version we have not seen answered: learn it
         remote = parse_server_timing(T.plain_value((response.parameters or {}).get(T.SERVER_TIMING_PARAMETER, "")) or "")
-        batch.timings["transport"] = max(0.0, rpc - remote.get("predictor-total", 0.0))
+        batch.timings["transport"] = max(0.0, rpc - remote.get("predictor-total", 0.0) - batch.timings.get("retry", 0.0))
         batch.timings.update(remote)
         return batch, response
 
@@ -228,5 +399,10 @@ class ImageTransformer(Model):
             return payload.v1_body(documents, batch.fmt)
         out = InferOutput(T.OUTPUT_DETECTIONS, [len(documents)], "BYTES")
         out.set_data_from_numpy(np.array([orjson.dumps(d) for d in documents], dtype=object), binary_data=False)
-        return InferResponse(response_id=batch.request_id, model_name=self.name, infer_outputs=[out])
+        return InferResponse(response_id=batch.request_id, model_name=self.name, infer_outputs=[out],
+                             model_version=batch.info.version)
 
+
+def _summary(info: MI.ModelInfo) -> str:
+    return (f"{info.name!r} version {info.version}: {info.lineage} {info.input_width}x{info.input_height} "
+            f"{info.preprocess}, {len(info.classes)} classes, serving {', '.join(info.models)}")

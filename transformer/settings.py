@@ -1,7 +1,8 @@
 """Transformer settings: one frozen, typed object built from the command line.
 
 The parser extends ``kserve.model_server.parser``; the KServe controller injects ``--model_name``,
-``--predictor_host`` and ``--http_port`` into the transformer container.
+``--predictor_host`` and ``--http_port`` into the transformer container. There is no input size or
+preprocessing flag: the predictor's model decides them (its ModelInfo), the transformer follows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TransformerSettings:
-    #: Served model name; must equal the predictor's ``--model_name``.
+    #: Served model name (KServe injects the InferenceService name); the predictor must serve it.
+    #: The predictor's other model names (a model repository) are served too, once described.
     model_name: str = "yolov3"
     #: ``host:port`` of the predictor's gRPC endpoint (``:80`` is implied when no port is given,
     #: which is right for a Knative route).
@@ -23,8 +25,6 @@ class TransformerSettings:
     predictor_request_timeout_seconds: float = 30.0
     #: Transformer readiness also requires the predictor's model to be ready.
     enable_predictor_health_check: bool = False
-    #: Letterbox size (multiple of 32) sent to the predictor.
-    input_size: int = 416
     #: Largest request body in bytes (413 above).
     max_body_bytes: int = 16 * 1024 * 1024
     #: Largest decoded image in pixels, checked from the header before decoding (413 above).
@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         predictor_protocol=d.predictor_protocol,
         predictor_request_timeout_seconds=d.predictor_request_timeout_seconds,
     )
-    p.add_argument("--input_size", type=int, default=d.input_size, help="letterbox size (multiple of 32)")
     p.add_argument("--max_pixels", type=int, default=d.max_pixels)
     p.add_argument("--max_batch_images", type=int, default=d.max_batch_images)
     p.add_argument("--max_inflight", type=int, default=d.max_inflight)
@@ -74,8 +73,6 @@ def _check(s: TransformerSettings) -> None:
         raise ValueError("--predictor_host is required")
     if s.predictor_protocol != "grpc-v2":
         raise ValueError("--predictor_protocol must be grpc-v2 (the predictor contract is gRPC v2)")
-    if s.input_size % 32 or not 32 <= s.input_size <= 1536:
-        raise ValueError("--input_size must be a multiple of 32 in [32, 1536]")
     if min(s.max_body_bytes, s.max_pixels, s.max_batch_images, s.max_inflight) < 1:
         raise ValueError("limits must be >= 1")
 

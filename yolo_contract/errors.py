@@ -91,6 +91,16 @@ class PredictorError(ServingError):
     reason = "predictor_error"
 
 
+class PreprocessMismatch(ServingError):
+    """The request was prepared for another model (``preprocess`` or H/W differ from this model's).
+    HTTP 409 / FAILED_PRECONDITION; the message is this model's ModelInfo as JSON, so the caller
+    can prepare the images again (``yolo_contract.model_info.mismatch_message``)."""
+
+    http_status = 409
+    status_code = StatusCode.FAILED_PRECONDITION
+    reason = "preprocess_mismatch"
+
+
 class Forbidden(ServingError):
     """An operation this server refuses (e.g. unloading the served model). HTTP 403 / PERMISSION_DENIED."""
 
@@ -109,5 +119,6 @@ __all__ = [
     "PredictorUnavailable",
     "PredictorTimeout",
     "PredictorError",
+    "PreprocessMismatch",
     "Forbidden",
 ]

@@ -344,8 +344,12 @@ def configure_logging(log_config_file: str | None = None, json_logs: bool = Fals
 
 
 def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc: bool, grace_period: int,
-          limits: HttpLimits, predictor_config=None, grpc_max_message_bytes: int | None = None, rewrite=None) -> None:
-    """Install the shared wiring on KServe's app and run ``ModelServer`` with one worker."""
+          limits: HttpLimits, predictor_config=None, grpc_max_message_bytes: int | None = None, rewrite=None,
+          configure=None) -> None:
+    """Install the shared wiring on KServe's app and run ``ModelServer`` with one worker.
+
+    ``model`` is one model or a list; ``configure(server)``, if given, runs just before the server
+    starts (e.g. to register aliases)."""
     import kserve.model_server as kms
     from kserve import ModelServer
     from kserve.model_server import app
@@ -367,7 +371,12 @@ def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc:
     )
     # the REST middleware refuses /v2/repository/*; this covers gRPC RepositoryModelLoad/Unload
     server.model_repository_extension = _ReadOnlyRepository(server.registered_models)
-    server.start([model])
+    from yolo_contract import model_metadata
+
+    model_metadata.install(app, server.dataplane)
+    if configure is not None:
+        configure(server)
+    server.start(model if isinstance(model, list) else [model])
 
 
 def _ReadOnlyRepository(registry):

@@ -15,6 +15,20 @@ Response from the predictor:
     output ``counts``: ``INT32 [N]``, the number of valid rows per image.
     output ``labels``: ``BYTES [N, K]``, UTF-8 class name of each row ("" for padding), so the
     transformer never needs the model's ``.names`` file (and a canary with other classes just works).
+    parameter ``model_version`` (and ``InferResponse.model_version``): the version of the model that
+    answered (see ``yolo_contract.model_info``).
+
+What the transformer did (sent with every transformer request; hand-made requests may omit it):
+    parameter ``preprocess``: ``letterbox`` or ``resize`` (the tensor's H and W give the size). If it,
+    or the tensor's H/W, differs from the model's ``ModelInfo`` the predictor refuses with
+    ``PreprocessMismatch`` (gRPC FAILED_PRECONDITION / HTTP 409) whose message is that ModelInfo.
+    optional input ``content``: ``FP32 [N, 4]``, per image ``(offset_x, offset_y, content_w,
+    content_h)`` of the image inside the network input, in network pixels (letterbox: Darknet's float
+    offset ``(net - new) / 2`` and the resized size; resize: ``(0, 0, net_w, net_h)``).
+
+Describe exchange (how the transformer learns the model; see ``yolo_contract.model_info``):
+    a ``ModelInfer`` with no inputs and parameter ``describe=true`` is answered with one ``BYTES [1]``
+    output ``model_info`` holding the model's ``ModelInfo`` as JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 INPUT_IMAGES = "images"
+#: Optional FP32 [N, 4] input: where each image lies inside the network input (see above).
+INPUT_CONTENT = "content"
 OUTPUT_DETECTIONS = "detections"
 OUTPUT_COUNTS = "counts"
 OUTPUT_LABELS = "labels"
@@ -48,8 +64,12 @@ PARAMETERS = (
     ParamSpec("iou_threshold", float, 0.45, "NMS IoU threshold"),
     ParamSpec("max_detections", int, 300, "at most this many rows per image (highest confidence first)"),
     ParamSpec("class_filter", str, "", "comma-separated class names to keep; empty keeps all"),
-    ParamSpec("nms", str, "agnostic", "'agnostic' (Darknet's do_nms_obj) or 'per_class' (do_nms_sort)"),
+    ParamSpec("nms", str, "agnostic", "'agnostic' (do_nms_obj), 'per_class' (do_nms_sort) or 'diou' (AlexeyAB's diounms_sort)"),
 )
+#: Defaults of ``confidence``, ``iou_threshold`` and ``nms`` are the model's own (its ModelInfo:
+#: 0.5 / agnostic for pjreddie cfgs, 0.25 and the cfg's nms_kind for AlexeyAB ones); the values
+#: above are the pjreddie ones, for documentation.
+NMS_KINDS = ("agnostic", "per_class", "diou")
 #: Lower bounds of float parameters: below 0.001 (the usual mAP threshold) nearly every cell and
 #: class becomes a candidate and NMS cost explodes (a request could occupy the engine for seconds).
 MIN_CONFIDENCE = {"confidence": 0.001}
@@ -114,17 +134,27 @@ def coerce_parameters(raw: object) -> dict[str, object]:
                     raise ValueError
             else:
                 value = str(value)
-                if spec.name == "nms" and value not in ("agnostic", "per_class"):
+                if spec.name == "nms" and value not in NMS_KINDS:
                     raise ValueError
         except (TypeError, ValueError) as e:
             low = MIN_CONFIDENCE.get(spec.name, 0)
-            bounds = {float: f"a number in [{low:g}, 1]", int: "an integer in [0, 10000]"}.get(spec.type, "'agnostic' or 'per_class'")
+            bounds = {float: f"a number in [{low:g}, 1]", int: "an integer in [0, 10000]"}.get(spec.type, "one of " + ", ".join(NMS_KINDS))
             raise BadRequest(f'parameter "{spec.name}" must be {bounds}') from e
         out[spec.name] = value
     return out
 
 #: Response parameter in which the predictor returns its stage timings (Server-Timing syntax).
 SERVER_TIMING_PARAMETER = "server_timing"
+#: Response parameter naming the version of the model that answered.
+MODEL_VERSION_PARAMETER = "model_version"
+#: Request parameter stating how the transformer prepared ``images`` (one of PREPROCESS_MODES).
+PREPROCESS_PARAMETER = "preprocess"
+#: ``letterbox``: Darknet's letterbox_image (aspect kept, grey bars); ``resize``: resize_image to the
+#: network size (AlexeyAB cfgs without ``letter_box=1``).
+PREPROCESS_MODES = ("letterbox", "resize")
+#: Request parameter of the describe exchange, and the output that answers it.
+DESCRIBE_PARAMETER = "describe"
+OUTPUT_MODEL_INFO = "model_info"
 
 
 def to_wire_parameters(params: dict[str, object]) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 
@@ -195,3 +196,19 @@ def test_grpc_repository_unload_is_refused(server):
             stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="yolov3"), timeout=5)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert stub.ModelReady(pb.ModelReadyRequest(name="yolov3"), timeout=5).ready
+
+
+def test_metadata_publishes_the_model_info_and_every_answer_names_the_version(server, tiny_model_dir):
+    files = [tiny_model_dir / n for n in ("yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names")]
+    version = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    meta = httpx.get(f"{server.url}/v2/models/yolov3").json()
+    assert meta["versions"] == [version] and meta["platform"] == "darknet-pjreddie"
+    assert meta["inputs"][0] == {"name": "images", "datatype": "UINT8", "shape": [-1, 3, 416, 416]}
+    info = meta["parameters"]
+    assert (info["name"], info["version"], info["lineage"], info["preprocess"]) == ("yolov3", version, "pjreddie", "letterbox")
+    assert (info["input_width"], info["input_height"], info["models"]) == (416, 416, ["yolov3"])
+    # pjreddie's defaults (darknet detector test: thresh .5, nms .45, do_nms_obj)
+    assert (info["confidence"], info["iou_threshold"], info["nms"]) == (0.5, 0.45, "agnostic")
+    assert info["classes"] == (DATA / "coco.names").read_text().split("\n")[:80]
+    res = asyncio.run(_infer(server.grpc_target, _request(_dog_u8())))
+    assert res.model_version == version

@@ -338,10 +338,12 @@ def test_components_agree_on_model_name_input_size_and_message_sizes(kdir):
     p_ns = _parse("predictor.settings", p_args)
     t = _settings("transformer.settings", controller_injected_transformer_args(isvc))
     assert p.model_name == t.model_name == MODEL_NAME
-    assert p.input_size == t.input_size, "the transformer letterboxes to what the predictor advertises"
-    # One predictor call carries up to max_batch_images letterboxed images.
+    # The model decides the input size (predictor), the transformer follows: it has no size flag.
+    assert not hasattr(t, "input_size")
+    assert p.input_size > 0, "pin the served size so the message budget below is checked offline"
+    # One predictor call carries up to max_batch_images images at the predictor's size.
     bytes_per_value = 1 if t.wire_dtype == "uint8" else 4
-    request_bytes = t.max_batch_images * 3 * t.input_size**2 * bytes_per_value
+    request_bytes = t.max_batch_images * 3 * p.input_size**2 * bytes_per_value
     assert request_bytes < min(p_ns.grpc_max_receive_message_length, GRPC_DEFAULT_MAX_MESSAGE)
     assert t.max_batch_images <= p.max_request_batch
     # Work admitted by queue-proxy (containerConcurrency requests) never overflows the predictor queue.
@@ -482,11 +484,40 @@ def test_canary_moves_only_the_predictor_to_a_new_model_at_10_percent():
     predictor = canary["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 10
     old, new = component_container(base, "predictor"), component_container(canary, "predictor")
-    assert env_value(new, "STORAGE_URI") != env_value(old, "STORAGE_URI")
+    assert env_value(old, "STORAGE_URI").rstrip("/").split("/")[-2] == "yolov3-tiny"
+    assert env_value(new, "STORAGE_URI").rstrip("/").split("/")[-2] == "yolov4-tiny"
     assert new["image"] == old["image"] and new["ports"] == old["ports"]
-    # The transformer (and so the tensor contract it sends) is untouched.
+    # Only the model files change: the lineage, preprocessing and decode defaults come from the cfg.
+    p = _settings("predictor.settings", new["args"])
+    assert new["args"] == old["args"]
+    assert (p.lineage, p.preprocess, p.confidence, p.iou_threshold) == ("auto", "auto", None, None)
+    # The transformer is untouched: it follows whatever model each predictor revision publishes.
     assert canary["spec"]["transformer"] == base["spec"]["transformer"]
     assert "canary" not in canary["spec"], "spec.canary[] is the Standard-mode mechanism"
+
+
+def test_transformer_has_no_input_size_flag():
+    """The model decides: a transformer flag for the size could only disagree with the predictor."""
+    from transformer.settings import build_parser
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit):
+        build_parser().parse_args(["--predictor_host", "p:80", "--input_size", "416"])
+    assert "--input_size" in stderr.getvalue()
+
+
+def test_canary_is_the_same_change_as_the_rollout_cli():
+    """`yolo-kserve rollout canary --percent 10 --storage-uri <canary URI>` on the base gives the
+    canary overlay's predictor (the README tells both ways)."""
+    from sdk_client.commands.rollout import canary_patch
+
+    base, canary = isvc_of(render(BASE)), isvc_of(render(CANARY))
+    uri = env_value(component_container(canary, "predictor"), "STORAGE_URI")
+    patch = canary_patch(base, 10, storage_uri=uri)
+    patched = copy.deepcopy(base)
+    for key, value in patch["spec"]["predictor"].items():
+        patched["spec"]["predictor"][key] = value
+    assert patched["spec"]["predictor"] == canary["spec"]["predictor"]
 
 
 def test_rollback_overlay_pins_traffic_to_the_previous_revision_on_the_base_spec():
