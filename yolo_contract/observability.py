@@ -92,20 +92,16 @@ class Metrics:
             buckets=(1e4, 1e5, 3e5, 1e6, 2e6, 5e6, 1.2e7, 2.5e7, 5e7),
             registry=r,
         )
-        self.detections_per_image = _VersionedHistogram(
-            "yolo_detections_per_image",
-            "Detections returned per image (the le=\"0.0\" bucket counts images with none)",
-            ["component", "model_name", VERSION_LABEL],
-            buckets=_PER_IMAGE_BUCKETS,
-            registry=r,
-        )
-        self.confidence = _VersionedHistogram(
-            "yolo_detection_confidence",
-            "Confidence of every detection returned",
-            ["component", "model_name", VERSION_LABEL],
-            buckets=_CONFIDENCE_BUCKETS,
-            registry=r,
-        )
+
+        def per_version(name: str, doc: str, buckets: tuple) -> _VersionedHistogram:
+            return _VersionedHistogram(name, doc, ["component", "model_name", VERSION_LABEL], buckets=buckets,
+                                       registry=r)
+
+        self.detections_per_image = per_version(
+            "yolo_detections_per_image", "Detections returned per image (the le=\"0.0\" bucket counts images with none)",
+            _PER_IMAGE_BUCKETS)
+        self.confidence = per_version("yolo_detection_confidence", "Confidence of every detection returned",
+                                      _CONFIDENCE_BUCKETS)
         self.batch_size = Histogram(
             "yolo_engine_batch_size", "Images per engine call", ["model_name"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
             registry=r,
