@@ -14,6 +14,7 @@ still work.
 
 from __future__ import annotations
 
+import collections
 from typing import Iterable, Mapping, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -133,12 +134,15 @@ class Metrics:
         per_image = self.detections_per_image.labels(component, model, version)
         confidence = self.confidence.labels(component, model, version)
         n_images = 0
+        per_class: collections.Counter[str] = collections.Counter()
         for dets in images:
             n_images += 1
             per_image.observe(len(dets))
             for class_name, conf in dets:
-                self.detections.labels(component, model, class_name, version).inc()
+                per_class[class_name] += 1
                 confidence.observe(float(conf))
+        for class_name, n in per_class.items():
+            self.detections.labels(component, model, class_name, version).inc(n)
         self.images.labels(component, model, version).inc(n_images)
         for n in pixels:
             self.image_pixels.labels(model, version).observe(n)
@@ -150,7 +154,7 @@ class Metrics:
         per image (``shape``, the input tensor's, is unused: kept for existing callers)."""
         self.observe_stages("predictor", model, timings)  # type: ignore[arg-type]
         self.observe_output("predictor", model, version,
-                            ([(names[int(r[5])], float(r[4])) for r in img] for img in rows))
+                            (list(zip([names[c] for c in img[:, 5].astype(int)], img[:, 4].tolist())) for img in rows))
 
     def reject(self, component: str, reason: str) -> None:
         self.rejected.labels(component, reason).inc()
