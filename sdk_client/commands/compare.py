@@ -1,0 +1,531 @@
+"""``rollout compare``: send the same images to a stable and a canary endpoint and compare answers.
+
+Every image (files, folders, globs) goes to both endpoints with a low confidence (``--map-conf``,
+default 0.005) so that the canary's detections can be ranked for mAP. Everything else is measured
+at the served threshold (``--conf``, default the servers' own 0.5) by keeping ``confidence >
+--conf`` on the client: the predictor pre-filters boxes on objectness > threshold and suppresses in
+objectness order, so the extra low-confidence boxes can never suppress or change one above the
+threshold, and the filtered answer equals the served one (up to the 6 decimals of the response).
+
+Report (table on stdout, JSON with ``--output``; layout in :func:`analyze`): agreement of the
+canary with the stable model (detections matched by class at IoU >= ``--iou``: precision, recall,
+F1, mAP@0.5 with stable as the reference), per-class changes, confidence shift, latency p50/p95
+and errors of each endpoint; with ``--labels`` (COCO JSON or a folder of YOLO ``.txt`` files)
+also mAP@0.5 and mAP@0.5:0.95 of both against the ground truth. Exit status: 0, 1 when the gate
+fails (``--min-f1``, ``--max-error-rate``, ``--max-map-drop``, or no image answered by both),
+2 for usage errors.
+
+The lead wires this as ``yolo-kserve rollout compare``: the rollout command calls
+:func:`add_compare_arguments` on its parser and :func:`run_compare` with the parsed arguments
+(a cluster form fills ``stable_url``/``canary_url`` and the ``*_header`` lists before the call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from sdk_client.commands import argtypes
+
+NAME = "compare"
+PROG = "yolo-kserve rollout compare"
+SCHEMA = "yolo-kserve-compare/1"
+#: Confidence sent for the mAP ranking (COCO practice is 0.001..0.05; lower costs NMS time).
+DEFAULT_MAP_CONFIDENCE = 0.005
+#: Error messages kept per endpoint in the report.
+MAX_ERROR_SAMPLES = 5
+SIDES = ("stable", "canary")
+DESCRIPTION = ("Send the same images to a stable and a canary endpoint and report how far the canary "
+               "agrees with stable (precision, recall, F1, mAP@0.5), per-class changes, the confidence "
+               "shift, latency and errors of each; with --labels also mAP against ground truth.")
+
+
+def _served_confidence() -> float:
+    """The servers' default ``confidence`` (declared once, in the tensor contract)."""
+    from yolo_contract.tensors import PARAMETERS
+
+    return float(next(p.default for p in PARAMETERS if p.name == "confidence"))
+
+
+# --------------------------------------------------------------------------------------------
+# arguments
+
+
+def _header(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every ``rollout compare`` option, on ``parser`` (positional ``IMAGES`` included)."""
+    from ..client import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT, PROTOCOLS
+
+    parser.add_argument("images", nargs="+", metavar="IMAGES",
+                        help="image files, folders (searched recursively) or glob patterns")
+    g = parser.add_argument_group("endpoints")
+    for side in SIDES:
+        g.add_argument(f"--{side}-url", metavar="URL",
+                       help=f"{side} transformer URL (host:port for gRPC)")
+        g.add_argument(f"--{side}-header", type=_header, action="append", default=[],
+                       metavar="K=V", help=f"header sent to the {side} endpoint (repeatable), e.g. "
+                       "Host=... or a revision-routing header")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    g.add_argument("--protocol", choices=PROTOCOLS, default="v1",
+                   help="inference protocol (default: %(default)s)")
+    g.add_argument("--timeout", type=argtypes.positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help="per-request timeout in seconds (default: %(default)s)")
+    g.add_argument("--retries", type=argtypes.non_negative_int, default=DEFAULT_RETRIES, metavar="N",
+                   help="retries on 503/504/connection errors (default: %(default)s)")
+    g.add_argument("-c", "--concurrency", type=argtypes.positive_int, default=2, metavar="N",
+                   help="images in flight; each goes to both endpoints (default: %(default)s)")
+
+    g = parser.add_argument_group("analysis")
+    g.add_argument("--conf", type=argtypes.fraction, default=_served_confidence(), metavar="P",
+                   help="confidence threshold of the agreement and counts: the served one "
+                   "(default: %(default)s, the servers' default)")
+    g.add_argument("--map-conf", type=argtypes.fraction, default=DEFAULT_MAP_CONFIDENCE, metavar="P",
+                   help="confidence sent to both endpoints, for mAP ranking (>= 0.001, <= --conf; "
+                   "default: %(default)s)")
+    g.add_argument("--iou", type=argtypes.fraction, default=0.5, metavar="P",
+                   help="IoU at which a canary detection matches a stable one (default: %(default)s)")
+    g.add_argument("--labels", metavar="PATH",
+                   help="ground truth: a COCO JSON file or a folder of YOLO .txt files "
+                   "(class cx cy w h, normalised); adds mAP@0.5 and mAP@0.5:0.95 of both")
+    g.add_argument("--label-category-ids", choices=("index", "coco91"), default="index",
+                   help="COCO JSON category ids: the model's class index, or the official COCO "
+                   "ids of the 80 classes (default: %(default)s)")
+
+    g = parser.add_argument_group("gate (exit status 1 when a check fails)")
+    g.add_argument("--min-f1", type=argtypes.fraction, metavar="F",
+                   help="least agreement F1 of the canary with stable")
+    g.add_argument("--max-error-rate", type=argtypes.fraction, default=0.0, metavar="R",
+                   help="largest share of failed requests per endpoint (default: %(default)s)")
+    g.add_argument("--max-map-drop", type=argtypes.fraction, metavar="D",
+                   help="with --labels: largest drop of the canary's mAP@0.5:0.95 below stable's")
+
+    g = parser.add_argument_group("output")
+    g.add_argument("-o", "--output", metavar="FILE.json", help="write the report as JSON")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Temporary top-level ``yolo-kserve compare`` until the rollout command hosts it."""
+    p = subparsers.add_parser(NAME, help="compare a canary endpoint with a stable one on images",
+                              description=DESCRIPTION)
+    add_compare_arguments(p)
+    p.set_defaults(handler=run_compare)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# collection
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of the comparison."""
+
+    name: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What one endpoint answered for one image: a result or an error, and the request's time."""
+
+    result: Any = None  # DetectionResult
+    error: str | None = None
+    seconds: float | None = None
+
+
+def _short_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
+def collect(
+    paths: Sequence[str],
+    endpoints: Sequence[Endpoint],
+    *,
+    model: str,
+    protocol: str,
+    timeout: float,
+    retries: int,
+    confidence: float,
+    concurrency: int = 2,
+    progress: bool = True,
+) -> tuple[dict[str, list[Outcome]], list[tuple[str, str]]]:
+    """Send every image to every endpoint; ``({endpoint name: [Outcome per path]}, unreadable)``.
+
+    Each image is read once and sent to the endpoints one after the other, the order alternating
+    between images so neither side always goes first. Latency is the client-side time of
+    ``detect`` (retries included). ``unreadable`` lists ``(path, error)`` of files that could not
+    be read (their outcomes stay empty).
+    """
+    from tqdm import tqdm
+
+    from ..client import DetectionClient
+
+    # kserve's gRPC client logs every failed call with a traceback; failures are counted here.
+    logging.getLogger("kserve").setLevel(logging.CRITICAL + 1)
+    clients = [DetectionClient(e.url, model=model, protocol=protocol, timeout=timeout, retries=retries,
+                               headers=dict(e.headers)) for e in endpoints]
+    outcomes = {e.name: [Outcome() for _ in paths] for e in endpoints}
+    unreadable: list[tuple[str, str]] = []
+
+    def one(i: int) -> None:
+        try:
+            data = Path(paths[i]).read_bytes()
+        except OSError as e:
+            unreadable.append((paths[i], f"{type(e).__name__}: {e.strerror or e}"))
+            return
+        order = range(len(endpoints)) if i % 2 == 0 else reversed(range(len(endpoints)))
+        for k in order:
+            out = outcomes[endpoints[k].name][i]
+            t0 = time.perf_counter()
+            try:
+                out.result = clients[k].detect(data, confidence=confidence)
+                out.result.image = paths[i]
+            except Exception as e:  # noqa: BLE001 -- any failure is this endpoint's error for the image
+                out.error = _short_error(e)
+            out.seconds = time.perf_counter() - t0
+
+    bar = tqdm(total=len(paths), unit="img", desc="compare", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="compare")
+    try:
+        futures = [pool.submit(one, i) for i in range(len(paths))]
+        for fut in concurrent.futures.as_completed(futures):
+            fut.result()
+            bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        for c in clients:
+            c.close()
+    return outcomes, unreadable
+
+
+# --------------------------------------------------------------------------------------------
+# ground truth
+
+
+class LabelsError(ValueError):
+    """Ground truth that cannot be read or matched to the images."""
+
+
+def to_boxes(result: Any, key: str = "name", category_ids: str = "index"):
+    """:class:`~sdk_client.analysis.Boxes` of a ``DetectionResult``.
+
+    ``key``: ``"name"`` (class names, for model-vs-model agreement), ``"id"`` (class index, YOLO
+    labels) or ``"coco"`` (COCO category id under ``category_ids``, COCO JSON labels).
+    """
+    from ..analysis import Boxes
+
+    dets = result.detections
+    if key == "name":
+        keys = [d.class_name for d in dets]
+    elif key == "id":
+        keys = [d.class_id for d in dets]
+    else:
+        keys = [d.to_coco(0, category_ids)["category_id"] for d in dets]
+    return Boxes.create([d.xyxy for d in dets], keys, [d.confidence for d in dets])
+
+
+def _coco_index(path: str) -> dict[str, list]:
+    """COCO JSON -> ``{file_name: [(category_id, xyxy), ...]}``, also keyed by base name.
+
+    Crowd annotations (``iscrowd: 1``) are dropped: COCOeval would ignore detections on them,
+    here such a detection counts as a false positive.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        by_id = {img["id"]: str(img["file_name"]) for img in doc["images"]}
+        boxes: dict[str, list] = {name: [] for name in by_id.values()}
+        for ann in doc.get("annotations", []):
+            if ann.get("iscrowd", 0):
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            boxes[by_id[ann["image_id"]]].append((int(ann["category_id"]), (x, y, x + w, y + h)))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LabelsError(f"cannot read COCO labels {path}: {type(e).__name__}: {e}") from e
+    index = dict(boxes)
+    for name, items in boxes.items():
+        index.setdefault(os.path.basename(name), items)
+    return index
+
+
+def _yolo_file(path: Path, width: int, height: int) -> list:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) < 5:
+                raise ValueError(f"expected 'class cx cy w h', got {line.strip()!r}")
+            cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+        except ValueError as e:
+            raise LabelsError(f"{path}:{n}: {e}") from e
+        cx, cy, w, h = cx * width, cy * height, w * width, h * height
+        out.append((cls, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)))
+    return out
+
+
+def load_labels(labels: str, paths: Sequence[str], sizes: Sequence[tuple[int, int]]) -> tuple[list, str]:
+    """Ground-truth ``[(class key, xyxy), ...]`` per image (``None``: not labelled) and the key kind.
+
+    ``labels`` is a COCO JSON file (images matched by ``file_name``, else base name; images absent
+    from it are not labelled) or a folder of YOLO ``<stem>.txt`` files (normalised ``class cx cy
+    w h`` against ``sizes``, the decoded image sizes; a missing file means no object, as in YOLO
+    training sets). Returns ``(per image, "coco" | "id")``.
+    """
+    if os.path.isdir(labels):
+        out = []
+        found = 0
+        for path, (w, h) in zip(paths, sizes):
+            txt = Path(labels) / (Path(path).stem + ".txt")
+            if txt.is_file():
+                found += 1
+                out.append(_yolo_file(txt, w, h))
+            else:
+                out.append([])
+        if not found:
+            raise LabelsError(f"no <image stem>.txt file in {labels} for any of the images")
+        return out, "id"
+    index = _coco_index(labels)
+    out = [index.get(os.path.normpath(p), index.get(os.path.basename(p))) for p in paths]
+    if all(x is None for x in out):
+        raise LabelsError(f"none of the images is listed in {labels} (matched by file_name or base name)")
+    return out, "coco"
+
+
+# --------------------------------------------------------------------------------------------
+# analysis
+
+
+def _endpoint_summary(endpoint: Endpoint, outcomes: Sequence[Outcome], compared: Sequence[Any],
+                      confidence: float) -> dict[str, Any]:
+    from ..benchmark import percentile
+
+    sent = [o for o in outcomes if o.seconds is not None]
+    ok = [o.seconds for o in sent if o.error is None]
+    errors = [o.error for o in sent if o.error is not None]
+    counts = [len(b.above(confidence)) for b in compared]
+    confs = [s for b in compared for s in b.above(confidence).scores]
+
+    def ms(x: float | None) -> float | None:
+        return None if x is None else round(x * 1000.0, 3)
+
+    return {
+        "url": endpoint.url,
+        "requests": len(sent),
+        "errors": len(errors),
+        "error_rate": round(len(errors) / len(sent), 6) if sent else None,
+        "error_samples": errors[:MAX_ERROR_SAMPLES],
+        "latency_ms": {"n": len(ok), "p50": ms(percentile(ok, 50)), "p95": ms(percentile(ok, 95)),
+                       "mean": ms(sum(ok) / len(ok)) if ok else None, "max": ms(max(ok, default=None))},
+        "detections": sum(counts),
+        "detections_per_image": round(sum(counts) / len(counts), 6) if counts else None,
+        "images_without_detections": sum(1 for n in counts if n == 0),
+        "mean_confidence": round(sum(confs) / len(confs), 6) if confs else None,
+    }
+
+
+def analyze(
+    paths: Sequence[str],
+    outcomes: Mapping[str, Sequence[Outcome]],
+    endpoints: Sequence[Endpoint],
+    *,
+    confidence: float,
+    iou_threshold: float = 0.5,
+    labels: str | None = None,
+    label_category_ids: str = "index",
+    settings: Mapping[str, Any] | None = None,
+    unreadable: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """The comparison report (JSON-ready).
+
+    Layout (``schema`` = :data:`SCHEMA`; times in ms; ``null`` where undefined)::
+
+        settings      what was sent and the thresholds
+        images        {total, compared (answered by both), unreadable: [[path, error]],
+                       labelled (with --labels)}
+        stable|canary {url, requests, errors, error_rate, error_samples, latency_ms {n, p50, p95,
+                       mean, max}, detections, detections_per_image, images_without_detections,
+                       mean_confidence}     (counts above --conf, over the compared images)
+        agreement     {images, tp, fp, fn, precision, recall, f1, map50, mean_iou,
+                       confidence_shift {mean, median, mean_abs}, per_class {name: {stable, canary,
+                       matched, precision, recall, f1, mean_confidence_stable|canary}},
+                       worst_images [{image, f1, stable, canary, matched}]}
+        ground_truth  null, or {images, stable|canary: {map50, map50_95, per_class}}
+    """
+    from .. import analysis
+
+    stable, canary = (outcomes[e.name] for e in endpoints)
+    both = [i for i in range(len(paths)) if stable[i].result is not None and canary[i].result is not None]
+    boxes = {e.name: [to_boxes(outcomes[e.name][i].result) for i in both] for e in endpoints}
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "settings": dict(settings or {}),
+        "images": {"total": len(paths), "compared": len(both), "unreadable": [list(u) for u in unreadable]},
+    }
+    for e in endpoints:
+        report[e.name] = _endpoint_summary(e, outcomes[e.name], boxes[e.name], confidence)
+    agree = analysis.agreement(boxes[endpoints[0].name], boxes[endpoints[1].name], confidence=confidence,
+                               iou_threshold=iou_threshold)
+    worst = []
+    for j, i in enumerate(both):
+        one = analysis.match_counts([boxes[endpoints[0].name][j].above(confidence)],
+                                    [boxes[endpoints[1].name][j].above(confidence)], iou_threshold)
+        if one["f1"] < 1.0:
+            worst.append({"image": paths[i], "f1": one["f1"], "stable": one["tp"] + one["fn"],
+                          "canary": one["tp"] + one["fp"], "matched": one["tp"]})
+    agree["worst_images"] = sorted(worst, key=lambda w: (w["f1"], w["image"]))[:10]
+    agree["images_with_changes"] = len(worst)
+    report["agreement"] = agree
+
+    report["ground_truth"] = None
+    if labels:
+        sizes = [(stable[i].result.width, stable[i].result.height) for i in both]
+        truth, kind = load_labels(labels, [paths[i] for i in both], sizes)
+        labelled = [j for j, t in enumerate(truth) if t is not None]
+        report["images"]["labelled"] = len(labelled)
+        gt = [analysis.Boxes.create([b for _, b in truth[j]], [k for k, _ in truth[j]]) for j in labelled]
+        report["ground_truth"] = {"images": len(labelled)}
+        for e in endpoints:
+            dets = [to_boxes(outcomes[e.name][both[j]].result, kind, label_category_ids) for j in labelled]
+            report["ground_truth"][e.name] = analysis.ground_truth_map(gt, dets)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The report as a terminal table."""
+    s = report["settings"]
+    st, ca, ag = report["stable"], report["canary"], report["agreement"]
+    img = report["images"]
+    lines = [f"compared {img['compared']} of {img['total']} images: stable {st['url']}  canary {ca['url']}"]
+    rows = [
+        ("latency p50 (ms)", _f(st["latency_ms"]["p50"], ".1f"), _f(ca["latency_ms"]["p50"], ".1f")),
+        ("latency p95 (ms)", _f(st["latency_ms"]["p95"], ".1f"), _f(ca["latency_ms"]["p95"], ".1f")),
+        ("errors", f"{st['errors']}/{st['requests']}", f"{ca['errors']}/{ca['requests']}"),
+        (f"detections (conf > {s['conf']:g})", str(st["detections"]), str(ca["detections"])),
+        ("detections per image", _f(st["detections_per_image"], ".2f"), _f(ca["detections_per_image"], ".2f")),
+        ("images without detections", str(st["images_without_detections"]), str(ca["images_without_detections"])),
+        ("mean confidence", _f(st["mean_confidence"]), _f(ca["mean_confidence"])),
+    ]
+    lines.append(f"  {'':<30}{'stable':>12}{'canary':>12}")
+    lines += [f"  {a:<30}{b:>12}{c:>12}" for a, b, c in rows]
+    shift = ag["confidence_shift"]
+    lines += [
+        "",
+        f"agreement of canary with stable (same class, IoU >= {s['iou']:g}, conf > {s['conf']:g}; "
+        f"mAP ranks canary boxes down to {s['map_conf']:g})",
+        f"  precision {_f(ag['precision'])}  recall {_f(ag['recall'])}  F1 {_f(ag['f1'])}  "
+        f"mAP@0.5 {_f(ag['map50'])}",
+        f"  matched {ag['tp']}, canary only {ag['fp']}, stable only {ag['fn']}; mean IoU {_f(ag['mean_iou'])}; "
+        f"confidence shift {_f(shift['mean'], '+.3f')} (median {_f(shift['median'], '+.3f')}); "
+        f"{ag['images_with_changes']} images changed",
+    ]
+    changed = {k: v for k, v in ag["per_class"].items() if v["matched"] != v["stable"] or v["matched"] != v["canary"]}
+    if ag["per_class"]:
+        lines += ["", f"  {'class':<18}{'stable':>7}{'canary':>7}{'matched':>8}{'recall':>8}{'prec.':>8}"
+                      f"{'conf s':>8}{'conf c':>8}"]
+        for k, v in sorted(ag["per_class"].items(), key=lambda kv: (kv[0] not in changed, -kv[1]["stable"], kv[0])):
+            lines.append(f"  {k[:18]:<18}{v['stable']:>7}{v['canary']:>7}{v['matched']:>8}{_f(v['recall']):>8}"
+                         f"{_f(v['precision']):>8}{_f(v['mean_confidence_stable']):>8}"
+                         f"{_f(v['mean_confidence_canary']):>8}")
+    gt = report.get("ground_truth")
+    if gt:
+        lines += ["", f"ground truth ({gt['images']} labelled images)",
+                  f"  {'':<30}{'stable':>12}{'canary':>12}",
+                  f"  {'mAP@0.5':<30}{_f(gt['stable']['map50']):>12}{_f(gt['canary']['map50']):>12}",
+                  f"  {'mAP@0.5:0.95':<30}{_f(gt['stable']['map50_95']):>12}{_f(gt['canary']['map50_95']):>12}"]
+    g = report.get("gate")
+    if g:
+        lines.append("")
+        lines.append("gate: PASSED" if g["passed"] else "gate: FAILED: " + "; ".join(g["reasons"]))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def _usage(msg: str) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run a comparison from parsed :func:`add_compare_arguments` options; returns the exit code."""
+    from ..analysis import gate
+    from .detect import discover
+
+    if not args.stable_url or not args.canary_url:
+        return _usage("--stable-url and --canary-url are required")
+    if args.map_conf > args.conf:
+        return _usage(f"--map-conf {args.map_conf:g} is above --conf {args.conf:g}")
+    if args.max_map_drop is not None and not args.labels:
+        return _usage("--max-map-drop needs --labels")
+    if args.labels and not os.path.exists(args.labels):
+        return _usage(f"--labels {args.labels!r} does not exist")
+    items, missing = discover(args.images)
+    for m in missing:
+        print(f"{PROG}: error: no images found at {m!r}", file=sys.stderr)
+    if missing or not items:
+        return 2 if missing else _usage("no images found")
+    paths = [p for p, _ in items]
+    endpoints = [Endpoint("stable", args.stable_url, dict(args.stable_header)),
+                 Endpoint("canary", args.canary_url, dict(args.canary_header))]
+    settings = {"conf": args.conf, "map_conf": args.map_conf, "iou": args.iou, "model": args.model,
+                "protocol": args.protocol, "labels": args.labels,
+                "header_names": {e.name: sorted(e.headers) for e in endpoints}}
+    outcomes, unreadable = collect(
+        paths, endpoints, model=args.model, protocol=args.protocol, timeout=args.timeout,
+        retries=args.retries, confidence=args.map_conf, concurrency=args.concurrency,
+        progress=not args.quiet)
+    for path, why in unreadable:
+        print(f"{PROG}: cannot read {path}: {why}", file=sys.stderr)
+    try:
+        report = analyze(paths, outcomes, endpoints, confidence=args.conf, iou_threshold=args.iou,
+                         labels=args.labels, label_category_ids=args.label_category_ids,
+                         settings=settings, unreadable=unreadable)
+    except LabelsError as e:
+        return _usage(str(e))
+    passed, reasons = gate(report, min_f1=args.min_f1, max_error_rate=args.max_error_rate,
+                           max_map_drop=args.max_map_drop)
+    report["gate"] = {"passed": passed, "reasons": reasons, "min_f1": args.min_f1,
+                      "max_error_rate": args.max_error_rate, "max_map_drop": args.max_map_drop}
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    if not args.quiet:
+        print(format_table(report))
+    elif not passed:
+        print(f"{PROG}: gate failed: " + "; ".join(reasons), file=sys.stderr)
+    return 0 if passed else 1
+
+
+__all__ = ["add_compare_arguments", "run_compare", "register", "collect", "analyze", "format_table",
+           "load_labels", "to_boxes", "Endpoint", "Outcome", "LabelsError", "SCHEMA"]

@@ -1,0 +1,57 @@
+"""A loopback fake of the transformer's v1 ``:predict`` endpoint, for client-side tests."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+from typing import Callable, Mapping
+
+#: ``answer(headers, image_bytes) -> (status, JSON document)``
+Answer = Callable[[Mapping[str, str], bytes], tuple[int, dict]]
+
+
+class FakeTransformer(http.server.ThreadingHTTPServer):
+    """Serves ``POST /v1/models/<model>:predict`` on a free loopback port from ``answer``.
+
+    ``requests`` records ``{"path", "headers", "body", "image"}`` of every request (in arrival order).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, answer: Answer):
+        self.answer = answer
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        data = base64.b64decode(body["instances"][0]["image_bytes"]["b64"])
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.server._lock:
+            self.server.requests.append({"path": self.path, "headers": headers, "body": body, "image": data})
+        status, doc = self.server.answer(headers, data)
+        raw = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
