@@ -19,6 +19,11 @@ for bit, including its float32 arithmetic and its quirks:
   copy of the last source row whenever the float32 product lands exactly on ``in-1``);
 * the canvas is filled with 0.5 and the resized image pasted at ``((net-new)//2)``.
 
+The ``"resize"`` mode (:func:`resize_params`, ``preprocess_uint8(..., mode="resize")``) is AlexeyAB's
+``detector test`` without ``-letter_box``: the same ``resize_image`` straight to ``net_w x net_h``
+(AlexeyAB returns a copy when the size already matches, which the bilinear reproduces exactly:
+scale 1, weights 1 and 0), boxes corrected by ``correct_yolo_boxes(..., letter=0)``.
+
 Degenerate sizes (a choice, documented here; Darknet itself divides by zero or reads out of
 bounds): ``new_w``/``new_h`` are clamped to at least 1, and a 1-sample output axis uses scale 0.
 For the horizontal axis that changes nothing (Darknet's "last column" rule already copies source
@@ -35,9 +40,13 @@ import numpy as np
 
 __all__ = [
     "Letterbox",
+    "PREPROCESS_MODES",
     "letterbox_params",
+    "resize_params",
+    "preprocess_params",
     "letterbox",
     "letterbox_uint8",
+    "preprocess_uint8",
     "unletterbox_boxes",
     "letterbox_boxes",
     "clip_boxes_cxcywh",
@@ -118,6 +127,43 @@ def letterbox_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbo
     )
 
 
+def resize_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
+    """Geometry of Darknet's plain ``resize_image(im, net_w, net_h)`` (no letterbox).
+
+    The whole canvas is the stretched image: ``new_w = net_w``, ``new_h = net_h``, ``dx = dy = 0``.
+    With this geometry :func:`unletterbox_boxes` is Darknet's ``correct_yolo_boxes`` with
+    ``letter = 0`` (AlexeyAB ``detector test`` without ``-letter_box``): ``box_offset`` is
+    ``(0, 0)`` and each axis scales by ``src / net``.
+
+    Raises:
+        ValueError: a size is not a positive integer.
+    """
+    src_w = _check_size("src_w", src_w)
+    src_h = _check_size("src_h", src_h)
+    net_w = _check_size("net_w", net_w)
+    net_h = _check_size("net_h", net_h)
+    return Letterbox(src_w=src_w, src_h=src_h, net_w=net_w, net_h=net_h, new_w=net_w, new_h=net_h, dx=0, dy=0)
+
+
+#: Preprocessing modes: ``"letterbox"`` (pjreddie ``letterbox_image``; AlexeyAB with
+#: ``letter_box=1``) and ``"resize"`` (AlexeyAB ``resize_image`` to the network size).
+PREPROCESS_MODES = ("letterbox", "resize")
+_PARAMS = {"letterbox": letterbox_params, "resize": resize_params}
+
+
+def preprocess_params(src_w: int, src_h: int, net_w: int, net_h: int, mode: str = "letterbox") -> Letterbox:
+    """:func:`letterbox_params` or :func:`resize_params`, by ``mode`` (one of :data:`PREPROCESS_MODES`).
+
+    Raises:
+        ValueError: an unknown mode or a size that is not a positive integer.
+    """
+    try:
+        params = _PARAMS[mode]
+    except (KeyError, TypeError):
+        raise ValueError(f"mode must be one of {', '.join(PREPROCESS_MODES)}") from None
+    return params(src_w, src_h, net_w, net_h)
+
+
 def _axis_taps(n_src: int, n_dst: int, *, last_copies: bool):
     """Gather indices and float32 weights of one pass of Darknet's ``resize_image``.
 
@@ -191,6 +237,47 @@ def letterbox_uint8(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray
     x *= _F32(255.0)
     np.rint(x, out=x)
     return x.astype(np.uint8), lb
+
+
+def preprocess_uint8(
+    rgb: np.ndarray, net_w: int, net_h: int, mode: str = "letterbox", out: np.ndarray | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """Darknet's network input for ``rgb``, quantised for the wire like :func:`letterbox_uint8`.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 RGB image (any strides).
+        net_w, net_h: network input width and height.
+        mode: ``"letterbox"`` (:func:`letterbox_uint8`, bit for bit) or ``"resize"`` (Darknet's
+            ``resize_image(im, net_w, net_h)``: the same bilinear stretched to the whole canvas,
+            no padding; geometry from :func:`resize_params`).
+        out: optional C-contiguous uint8 ``[3, net_h, net_w]`` array to write into (e.g. one image
+            of a preallocated ``[N, 3, H, W]`` batch); a new array is allocated when ``None``.
+
+    Returns:
+        ``(x, lb)``: ``x`` is ``out`` (or the new array), ``lb`` the geometry for
+        :func:`unletterbox_boxes`.
+
+    Raises:
+        ValueError: a bad image, size, mode or ``out`` array.
+    """
+    rgb = _check_rgb(rgb)
+    lb = preprocess_params(rgb.shape[1], rgb.shape[0], net_w, net_h, mode)
+    if out is None:
+        out = np.empty((3, lb.net_h, lb.net_w), np.uint8)
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.dtype != np.uint8
+        or out.shape != (3, lb.net_h, lb.net_w)
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        raise ValueError(f"out must be a writable C-contiguous uint8 array of shape (3, {lb.net_h}, {lb.net_w})")
+    x = _WORKSPACE.get("canvas", (3, lb.net_h, lb.net_w), _F32)
+    _letterbox_into(rgb, lb, x)
+    x *= _F32(255.0)
+    np.rint(x, out=x)
+    out[...] = x
+    return out, lb
 
 
 class _Workspace(threading.local):

@@ -11,12 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transformer.geometry import (
+    PREPROCESS_MODES,
     Letterbox,
     clip_boxes_cxcywh,
     letterbox,
     letterbox_boxes,
     letterbox_params,
     letterbox_uint8,
+    preprocess_params,
+    preprocess_uint8,
+    resize_params,
     unletterbox_boxes,
 )
 
@@ -362,3 +366,79 @@ def test_clip_boxes():
         out,
         [[50.0, 40.0, 20.0, 10.0], [5.0, 10.0, 10.0, 10.0], [92.5, 72.5, 15.0, 15.0], [0.0, 0.0, 0.0, 0.0]],
     )
+
+
+# --- resize mode (AlexeyAB resize_image) and preprocess_uint8 ----------------------------------
+
+
+def ref_resize_uint8(u8: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet ``resize_image(load_image_color(...), w, h)`` quantised like the uint8 wire."""
+    im = u8.transpose(2, 0, 1).astype(np.float32) / f32(255.0)
+    return np.rint(ref_resize(im, w, h) * f32(255)).astype(np.uint8)
+
+
+def test_resize_params_geometry_and_darknet_letter0_boxes():
+    lb = resize_params(768, 576, 416, 416)
+    assert lb == Letterbox(768, 576, 416, 416, 416, 416, 0, 0)
+    assert lb.box_offset == (0.0, 0.0)
+    # AlexeyAB correct_yolo_boxes(letter=0): new = net, so x = x/netw * w, w = w/netw * w (per axis).
+    net = np.array([[208.0, 208.0, 416.0, 416.0], [100.0, 300.0, 40.0, 52.0]])
+    expected = net * [768 / 416, 576 / 416, 768 / 416, 576 / 416]
+    np.testing.assert_allclose(unletterbox_boxes(net, lb), expected, rtol=1e-12)
+    with pytest.raises(ValueError):
+        resize_params(0, 10, 416, 416)
+
+
+def test_preprocess_modes_and_validation(dog_rgb):
+    assert PREPROCESS_MODES == ("letterbox", "resize")
+    assert preprocess_params(768, 576, 416, 416, "letterbox") == letterbox_params(768, 576, 416, 416)
+    assert preprocess_params(768, 576, 416, 416, "resize") == resize_params(768, 576, 416, 416)
+    for bad_mode in ("stretch", "", None):
+        with pytest.raises(ValueError):
+            preprocess_uint8(dog_rgb, 416, 416, bad_mode)
+    for bad_out in (
+        np.empty((3, 416, 416), np.float32),
+        np.empty((3, 416, 415), np.uint8),
+        np.empty((3, 416, 832), np.uint8)[:, :, ::2],
+        np.empty((416, 416, 3), np.uint8),
+    ):
+        with pytest.raises(ValueError):
+            preprocess_uint8(dog_rgb, 416, 416, out=bad_out)
+
+
+def test_preprocess_letterbox_equals_darknet_and_writes_into_a_batch_slot(dog_rgb, dog_input):
+    batch = np.full((3, 3, 416, 416), 7, np.uint8)
+    x, lb = preprocess_uint8(dog_rgb, 416, 416, "letterbox", out=batch[1])
+    assert x is batch[1] or np.shares_memory(x, batch[1])
+    assert lb == letterbox_params(768, 576, 416, 416)
+    assert np.array_equal(batch[1], np.rint(dog_input * f32(255)).astype(np.uint8))
+    assert (batch[0] == 7).all() and (batch[2] == 7).all()
+
+
+def test_preprocess_resize_matches_darknet_resize_image_on_dog(dog_rgb):
+    x, lb = preprocess_uint8(dog_rgb, 416, 416, "resize")
+    assert lb == resize_params(768, 576, 416, 416)
+    assert x.shape == (3, 416, 416) and x.dtype == np.uint8 and x.flags.c_contiguous
+    assert np.array_equal(x, ref_resize_uint8(dog_rgb, 416, 416))
+
+
+def test_resize_to_the_same_size_is_a_copy():
+    """AlexeyAB resize_image returns copy_image(im) when the size already matches."""
+    img = np.random.default_rng(5).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    x, _ = preprocess_uint8(img, 53, 37, "resize")
+    assert np.array_equal(x, img.transpose(2, 0, 1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    w=st.integers(1, 48),
+    h=st.integers(1, 48),
+    net_w=st.integers(1, 64),
+    net_h=st.integers(1, 64),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_preprocess_resize_equals_loop_reference(w, h, net_w, net_h, seed):
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x, lb = preprocess_uint8(img, net_w, net_h, "resize")
+    assert (lb.new_w, lb.new_h, lb.dx, lb.dy) == (net_w, net_h, 0, 0)
+    assert np.array_equal(x, ref_resize_uint8(img, net_w, net_h))
