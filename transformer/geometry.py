@@ -1,4 +1,4 @@
-"""Darknet-exact letterbox and box mapping (pure numpy).
+"""Darknet-exact letterbox and box mapping (numpy, plus a small C kernel for the resize).
 
 Conventions used throughout this module:
 
@@ -24,6 +24,13 @@ The ``"resize"`` mode (:func:`resize_params`, ``preprocess_uint8(..., mode="resi
 (AlexeyAB returns a copy when the size already matches, which the bilinear reproduces exactly:
 scale 1, weights 1 and 0), boxes corrected by ``correct_yolo_boxes(..., letter=0)``.
 
+The resize runs in ``transformer._letterbox`` (``_letterbox.c``, built by ``pip install``): it
+reads the decoded pixels through any strides (Pillow's RGBX memory, EXIF rotations as views) and
+writes the float32 or uint8 canvas straight into the caller's array, with the same float32
+operations in the same order as the numpy formulation the tests keep as their reference. Without
+the compiled kernel the box functions still work and the pixel functions raise ``RuntimeError``
+(:func:`native_kernel_error` says why); the transformer checks it at start-up.
+
 Degenerate sizes (a choice, documented here; Darknet itself divides by zero or reads out of
 bounds): ``new_w``/``new_h`` are clamped to at least 1, and a 1-sample output axis uses scale 0.
 For the horizontal axis that changes nothing (Darknet's "last column" rule already copies source
@@ -33,10 +40,20 @@ compute ``0 * inf = NaN`` and index with ``(int)NaN``, undefined behaviour).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+try:
+    from transformer import _letterbox
+except ImportError as _e:  # not compiled (no C compiler at install time): see native_kernel_error()
+    _letterbox = None
+    _KERNEL_ERROR: str | None = (
+        f"the compiled letterbox kernel transformer._letterbox is not available ({_e}); reinstall the "
+        "package with a C compiler present (pip install -e . or pip install .)"
+    )
+else:
+    _KERNEL_ERROR = None
 
 __all__ = [
     "Letterbox",
@@ -46,7 +63,9 @@ __all__ = [
     "preprocess_params",
     "letterbox",
     "letterbox_uint8",
+    "preprocess",
     "preprocess_uint8",
+    "native_kernel_error",
     "unletterbox_boxes",
     "letterbox_boxes",
     "clip_boxes_cxcywh",
@@ -164,34 +183,9 @@ def preprocess_params(src_w: int, src_h: int, net_w: int, net_h: int, mode: str 
     return params(src_w, src_h, net_w, net_h)
 
 
-def _axis_taps(n_src: int, n_dst: int, *, last_copies: bool):
-    """Gather indices and float32 weights of one pass of Darknet's ``resize_image``.
-
-    Output sample ``i`` is ``w0[i] * src[i0[i]] + w1[i] * src[i1[i]]`` evaluated in float32 in
-    exactly Darknet's operation order (``w1 == 0`` reproduces the branches that skip the second
-    term, since ``a + 0*b == a`` exactly for finite non-negative values).
-    """
-    scale = _F32(0.0) if n_dst == 1 else _F32(n_src - 1) / _F32(n_dst - 1)
-    pos = np.arange(n_dst, dtype=_F32) * scale  # float32 c*scale, as Darknet
-    i0 = pos.astype(np.intp)  # (int) truncation; pos >= 0
-    frac = pos - i0.astype(_F32)  # float32 sx - ix
-    np.minimum(i0, n_src - 1, out=i0)  # never reached with sane sizes; keeps indices valid
-    i1 = np.minimum(i0 + 1, n_src - 1)
-    w0 = _F32(1.0) - frac
-    w1 = frac.copy()
-    if last_copies:
-        # Horizontal pass: `if (c == w-1 || im.w == 1) val = src[im.w-1]`.
-        sel = slice(None) if n_src == 1 else slice(n_dst - 1, None)
-        i0[sel] = n_src - 1
-        i1[sel] = n_src - 1
-        w0[sel] = 1.0
-        w1[sel] = 0.0
-    else:
-        # Vertical pass: `out = (1-dy)*part[iy]; if (r == h-1 || im.h == 1) continue; out += ...`.
-        sel = slice(None) if n_src == 1 else slice(n_dst - 1, None)
-        i1[sel] = i0[sel]
-        w1[sel] = 0.0
-    return i0, i1, w0, w1
+def native_kernel_error() -> str | None:
+    """Why the compiled resize kernel cannot be used, or ``None`` when it is loaded."""
+    return _KERNEL_ERROR
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -200,6 +194,70 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ValueError("rgb must have at least one pixel")
     return rgb
+
+
+def preprocess(
+    rgb: np.ndarray,
+    net_w: int,
+    net_h: int,
+    mode: str = "letterbox",
+    out: np.ndarray | None = None,
+    dtype=np.float32,
+) -> tuple[np.ndarray, Letterbox]:
+    """Darknet's network input for ``rgb`` (letterbox or plain resize), written into ``out``.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 RGB image with any strides (e.g. a read-only view of decoded
+            pixels; Darknet's float image is ``rgb / 255``).
+        net_w, net_h: network input width and height.
+        mode: ``"letterbox"`` (pjreddie ``letterbox_image``) or ``"resize"`` (``resize_image`` to
+            the whole canvas, no padding); see :data:`PREPROCESS_MODES` and :func:`preprocess_params`.
+        out: optional writable C-contiguous ``[3, net_h, net_w]`` uint8 or float32 array to write
+            into (e.g. one image of a preallocated ``[N, 3, H, W]`` batch); its dtype wins over
+            ``dtype``. A new array of ``dtype`` is allocated when ``None``.
+        dtype: ``np.float32`` (``x`` in [0, 1], padding 0.5, as :func:`letterbox`) or ``np.uint8``
+            (the wire: ``rint(x * 255)``, half to even, padding 128), used when ``out`` is ``None``.
+
+    Returns:
+        ``(x, lb)``: ``x`` is ``out`` (or the new array), ``lb`` the geometry for
+        :func:`unletterbox_boxes`.
+
+    Raises:
+        ValueError: a bad image, size, mode, dtype or ``out`` array.
+        RuntimeError: the compiled kernel is not available (:func:`native_kernel_error`).
+    """
+    rgb = _check_rgb(rgb)
+    lb = preprocess_params(rgb.shape[1], rgb.shape[0], net_w, net_h, mode)
+    shape = (3, lb.net_h, lb.net_w)
+    if out is None:
+        if np.dtype(dtype) not in (np.dtype(np.uint8), np.dtype(np.float32)):
+            raise ValueError("dtype must be uint8 or float32")
+        out = np.empty(shape, dtype)
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.dtype not in (np.dtype(np.uint8), np.dtype(np.float32))
+        or out.shape != shape
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        raise ValueError(f"out must be a writable C-contiguous uint8 or float32 array of shape {shape}")
+    if _letterbox is None:
+        raise RuntimeError(_KERNEL_ERROR)
+    _letterbox.resize_into(rgb, out, lb.dx, lb.dy, lb.new_w, lb.new_h)
+    return out, lb
+
+
+def preprocess_uint8(
+    rgb: np.ndarray, net_w: int, net_h: int, mode: str = "letterbox", out: np.ndarray | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """:func:`preprocess` quantised for the wire (uint8 ``[3, net_h, net_w]``), like :func:`letterbox_uint8`.
+
+    ``mode="resize"`` is Darknet's ``resize_image(im, net_w, net_h)`` (geometry from
+    :func:`resize_params`); ``out`` must then be a uint8 array.
+    """
+    if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.uint8):
+        raise ValueError("out must be a uint8 array")
+    return preprocess(rgb, net_w, net_h, mode, out, np.uint8)
 
 
 def letterbox(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Letterbox]:
@@ -216,11 +274,7 @@ def letterbox(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Lett
     Raises:
         ValueError: ``rgb`` is not a non-empty ``(H, W, 3)`` uint8 array, or a size is not positive.
     """
-    rgb = _check_rgb(rgb)
-    lb = letterbox_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
-    out = np.empty((3, lb.net_h, lb.net_w), dtype=_F32)
-    _letterbox_into(rgb, lb, out)
-    return out, lb
+    return preprocess(rgb, net_w, net_h, "letterbox", None, np.float32)
 
 
 def letterbox_uint8(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Letterbox]:
@@ -230,134 +284,7 @@ def letterbox_uint8(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray
     is ``rint(0.5 * 255) = rint(127.5) = 128`` (round half to even). Dividing by 255 gives back the
     float letterbox within 0.5/255 (plus float32 rounding of ``x * 255``).
     """
-    rgb = _check_rgb(rgb)
-    lb = letterbox_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
-    x = _WORKSPACE.get("canvas", (3, lb.net_h, lb.net_w), _F32)
-    _letterbox_into(rgb, lb, x)
-    x *= _F32(255.0)
-    np.rint(x, out=x)
-    return x.astype(np.uint8), lb
-
-
-def preprocess_uint8(
-    rgb: np.ndarray, net_w: int, net_h: int, mode: str = "letterbox", out: np.ndarray | None = None
-) -> tuple[np.ndarray, Letterbox]:
-    """Darknet's network input for ``rgb``, quantised for the wire like :func:`letterbox_uint8`.
-
-    Args:
-        rgb: ``(H, W, 3)`` uint8 RGB image (any strides).
-        net_w, net_h: network input width and height.
-        mode: ``"letterbox"`` (:func:`letterbox_uint8`, bit for bit) or ``"resize"`` (Darknet's
-            ``resize_image(im, net_w, net_h)``: the same bilinear stretched to the whole canvas,
-            no padding; geometry from :func:`resize_params`).
-        out: optional C-contiguous uint8 ``[3, net_h, net_w]`` array to write into (e.g. one image
-            of a preallocated ``[N, 3, H, W]`` batch); a new array is allocated when ``None``.
-
-    Returns:
-        ``(x, lb)``: ``x`` is ``out`` (or the new array), ``lb`` the geometry for
-        :func:`unletterbox_boxes`.
-
-    Raises:
-        ValueError: a bad image, size, mode or ``out`` array.
-    """
-    rgb = _check_rgb(rgb)
-    lb = preprocess_params(rgb.shape[1], rgb.shape[0], net_w, net_h, mode)
-    if out is None:
-        out = np.empty((3, lb.net_h, lb.net_w), np.uint8)
-    elif (
-        not isinstance(out, np.ndarray)
-        or out.dtype != np.uint8
-        or out.shape != (3, lb.net_h, lb.net_w)
-        or not out.flags.c_contiguous
-        or not out.flags.writeable
-    ):
-        raise ValueError(f"out must be a writable C-contiguous uint8 array of shape (3, {lb.net_h}, {lb.net_w})")
-    x = _WORKSPACE.get("canvas", (3, lb.net_h, lb.net_w), _F32)
-    _letterbox_into(rgb, lb, x)
-    x *= _F32(255.0)
-    np.rint(x, out=x)
-    out[...] = x
-    return out, lb
-
-
-class _Workspace(threading.local):
-    """Per-thread scratch buffers reused across calls.
-
-    Fresh multi-MB numpy temporaries are returned to the OS by malloc and page-fault again on the
-    next call; on a small VM those faults cost more than the arithmetic (about 5 ms instead of
-    about 2.5 ms for a 768x576 letterbox). Buffers are bounded by the network size except the
-    row-selection buffer; anything over ``_WORKSPACE_MAX_BYTES`` is allocated per call instead.
-    """
-
-    def __init__(self) -> None:
-        self.buffers: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        buf = self.buffers.get(name)
-        if buf is None or buf.nbytes < nbytes:
-            if nbytes > _WORKSPACE_MAX_BYTES:
-                return np.empty(shape, dtype)
-            buf = np.empty(nbytes, np.uint8)
-            self.buffers[name] = buf
-        return buf[:nbytes].view(dtype).reshape(shape)
-
-
-_WORKSPACE_MAX_BYTES = 16 << 20
-_WORKSPACE = _Workspace()
-
-
-def _letterbox_into(rgb: np.ndarray, lb: Letterbox, out: np.ndarray) -> None:
-    """Fill ``out`` (float32 ``[3, net_h, net_w]``) with Darknet's letterbox of ``rgb / 255``."""
-    out[:, : lb.dy, :] = PAD_VALUE
-    out[:, lb.dy + lb.new_h :, :] = PAD_VALUE
-    out[:, lb.dy : lb.dy + lb.new_h, : lb.dx] = PAD_VALUE
-    out[:, lb.dy : lb.dy + lb.new_h, lb.dx + lb.new_w :] = PAD_VALUE
-    _resize_into(rgb, out[:, lb.dy : lb.dy + lb.new_h, lb.dx : lb.dx + lb.new_w])
-
-
-def _resize_into(rgb: np.ndarray, dst: np.ndarray) -> None:
-    """Darknet ``resize_image`` of ``rgb / 255`` (HWC uint8) written into ``dst`` (``[3, h, w]`` f32).
-
-    Each pass is two gathers, two float32 multiplies and one add, in Darknet's operation order, so
-    the result is bit-identical to the C loops. Only the source rows the vertical pass reads go
-    through the horizontal pass (rows are independent), which matters for large downscales.
-    """
-    src_h, src_w = rgb.shape[:2]
-    new_h, new_w = dst.shape[1:]
-    ws = _WORKSPACE
-    ix0, ix1, wx0, wx1 = _axis_taps(src_w, new_w, last_copies=True)
-    iy0, iy1, wy0, wy1 = _axis_taps(src_h, new_h, last_copies=False)
-
-    rows = np.unique(np.concatenate([iy0, iy1]))
-    n_rows = rows.size
-    if n_rows == src_h:
-        sel, r0, r1 = rgb, iy0, iy1
-    else:
-        r0 = np.searchsorted(rows, iy0)
-        r1 = np.searchsorted(rows, iy1)
-        sel = np.take(rgb, rows, axis=0, out=ws.get("rows", (n_rows, src_w, 3), np.uint8))
-
-    # Horizontal: part = (1-dx)*src[ix] + dx*src[ix+1], with src = v/255 in float32 (Darknet's
-    # (float)v/255. rounds identically for v in 0..255).
-    cols = np.take(sel, ix0, axis=1, out=ws.get("cols", (n_rows, new_w, 3), np.uint8))
-    part = ws.get("part", (3, n_rows, new_w), _F32)
-    np.divide(cols.transpose(2, 0, 1), _F32(255.0), out=part, dtype=_F32)
-    part *= wx0
-    np.take(sel, ix1, axis=1, out=cols)
-    right = ws.get("right", (3, n_rows, new_w), _F32)
-    np.divide(cols.transpose(2, 0, 1), _F32(255.0), out=right, dtype=_F32)
-    right *= wx1
-    part += right
-
-    # Vertical: out = (1-dy)*part[iy]; out += dy*part[iy+1] (weight 0 on the last row).
-    rowbuf = ws.get("vert", (3, new_h, new_w), _F32)
-    np.take(part, r0, axis=1, out=rowbuf)
-    np.multiply(rowbuf, wy0[:, None], out=dst)
-    np.take(part, r1, axis=1, out=rowbuf)
-    rowbuf *= wy1[:, None]
-    dst += rowbuf
+    return preprocess(rgb, net_w, net_h, "letterbox", None, np.uint8)
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:

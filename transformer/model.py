@@ -68,6 +68,8 @@ class ImageTransformer(Model):
         self._predictor_ready = (0.0, False)  # (checked at, ready)
 
     def load(self) -> bool:
+        if geometry.native_kernel_error() is not None:  # never serve without the letterbox kernel
+            raise RuntimeError(geometry.native_kernel_error())
         self.ready = True
         return self.ready
 
@@ -148,7 +150,7 @@ class ImageTransformer(Model):
         return Batch(tensor, letterboxes, params, fmt, protocol, headers.get(T.REQUEST_ID_HEADER, ""), timings, clip)
 
     def _prepare(self, images: list[bytes]):
-        """Decode + letterbox every image (worker thread)."""
+        """Decode + letterbox every image straight into the batch tensor (worker thread)."""
         s = self.settings
         size = s.input_size
         tensor = np.empty((len(images), 3, size, size), np.uint8 if s.wire_dtype == "uint8" else np.float32)
@@ -156,13 +158,10 @@ class ImageTransformer(Model):
         t_decode = t_letterbox = 0.0
         for i, data in enumerate(images):
             t0 = time.perf_counter()
-            rgb = imaging.decode_image(data, max_pixels=s.max_pixels)
+            rgb = imaging.decode_image_view(data, max_pixels=s.max_pixels)  # no copy of the pixels
             t1 = time.perf_counter()
             METRICS.image_pixels.labels(self.name).observe(rgb.shape[0] * rgb.shape[1])
-            if s.wire_dtype == "uint8":
-                tensor[i], lb = geometry.letterbox_uint8(rgb, size, size)
-            else:
-                tensor[i], lb = geometry.letterbox(rgb, size, size)
+            _, lb = geometry.preprocess(rgb, size, size, out=tensor[i])  # uint8 or float32, as tensor
             letterboxes.append(lb)
             t_decode += t1 - t0
             t_letterbox += time.perf_counter() - t1
