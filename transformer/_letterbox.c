@@ -7,8 +7,9 @@
  * [3, net_h, net_w] float32 (values in [0, 1]) or uint8 (rint(value * 255), half to even) buffer;
  * the rest of dst is set to the padding (0.5, or 128 = rint(127.5)).
  *
- * Exactness: every float32 operation of transformer.geometry's reference (see its module
- * docstring) is done in float32, in the same order: scale = (float)(in-1) / (float)(out-1),
+ * Exactness (the quirks are listed in transformer/geometry.py; the numpy reference the tests
+ * compare against is in tests/unit/test_geometry.py): every operation is done in float32, in
+ * Darknet's order: scale = (float)(in-1) / (float)(out-1),
  * pos = (float)i * scale, i0 = (int)pos, frac = pos - (float)i0, w0 = 1 - frac, w1 = frac;
  * horizontal part = w0 * (v0/255) + w1 * (v1/255), vertical out = w0 * part[i0] + w1 * part[i1],
  * each product rounded before the sum (no fused multiply-add: built with -ffp-contract=off, and the
@@ -39,7 +40,7 @@ typedef struct {
     float w0, w1;      /* weights; w1 == 0 where Darknet skips the second term */
 } Tap;
 
-/* One pass of resize_image along an axis (see transformer.geometry._axis_taps_reference). */
+/* One pass of resize_image along an axis (numpy twin: _axis_taps_reference in tests/unit/test_geometry.py). */
 static void axis_taps(Py_ssize_t n_src, Py_ssize_t n_dst, int last_copies, Tap *t)
 {
     const float scale = n_dst == 1 ? 0.0f : (float)(n_src - 1) / (float)(n_dst - 1);

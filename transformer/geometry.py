@@ -114,6 +114,11 @@ def _check_size(name: str, value: int) -> int:
     return int(value)
 
 
+def _check_sizes(src_w: int, src_h: int, net_w: int, net_h: int) -> tuple[int, int, int, int]:
+    return (_check_size("src_w", src_w), _check_size("src_h", src_h), _check_size("net_w", net_w),
+            _check_size("net_h", net_h))
+
+
 def letterbox_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
     """Darknet's letterbox geometry for a ``src_w x src_h`` image on a ``net_w x net_h`` canvas.
 
@@ -124,10 +129,7 @@ def letterbox_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbo
     Raises:
         ValueError: a size is not a positive integer.
     """
-    src_w = _check_size("src_w", src_w)
-    src_h = _check_size("src_h", src_h)
-    net_w = _check_size("net_w", net_w)
-    net_h = _check_size("net_h", net_h)
+    src_w, src_h, net_w, net_h = _check_sizes(src_w, src_h, net_w, net_h)
     if _F32(net_w) / _F32(src_w) < _F32(net_h) / _F32(src_h):
         new_w, new_h = net_w, (src_h * net_w) // src_w
     else:
@@ -157,10 +159,7 @@ def resize_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
     Raises:
         ValueError: a size is not a positive integer.
     """
-    src_w = _check_size("src_w", src_w)
-    src_h = _check_size("src_h", src_h)
-    net_w = _check_size("net_w", net_w)
-    net_h = _check_size("net_h", net_h)
+    src_w, src_h, net_w, net_h = _check_sizes(src_w, src_h, net_w, net_h)
     return Letterbox(src_w=src_w, src_h=src_h, net_w=net_w, net_h=net_h, new_w=net_w, new_h=net_h, dx=0, dy=0)
 
 

@@ -76,6 +76,12 @@ def ref_letterbox(u8: np.ndarray, w: int, h: int) -> np.ndarray:
     return box
 
 
+def ref_resize_uint8(u8: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet ``resize_image(load_image_color(...), w, h)`` quantised like the uint8 wire."""
+    im = u8.transpose(2, 0, 1).astype(np.float32) / f32(255.0)
+    return np.rint(ref_resize(im, w, h) * f32(255)).astype(np.uint8)
+
+
 # --- vectorised reference: the numpy implementation the transformer ran before the C kernel -----
 # (transformer/_letterbox.c). Same float32 operations as the loops above, fast enough for large
 # images; never used at run time.
@@ -312,6 +318,9 @@ def test_letterbox_equals_loop_reference_any_net_size(w, h, net_w, net_h, seed):
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     x, _ = letterbox(img, net_w, net_h)
     assert np.array_equal(x, ref_letterbox(img, net_w, net_h))
+    r, lb = preprocess_uint8(img, net_w, net_h, "resize")  # AlexeyAB resize_image to the net size
+    assert (lb.new_w, lb.new_h, lb.dx, lb.dy) == (net_w, net_h, 0, 0)
+    assert np.array_equal(r, ref_resize_uint8(img, net_w, net_h))
 
 
 @settings(max_examples=300, deadline=None)
@@ -421,12 +430,6 @@ def test_clip_boxes():
 # --- resize mode (AlexeyAB resize_image) and preprocess_uint8 ----------------------------------
 
 
-def ref_resize_uint8(u8: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet ``resize_image(load_image_color(...), w, h)`` quantised like the uint8 wire."""
-    im = u8.transpose(2, 0, 1).astype(np.float32) / f32(255.0)
-    return np.rint(ref_resize(im, w, h) * f32(255)).astype(np.uint8)
-
-
 def test_resize_params_geometry_and_darknet_letter0_boxes():
     lb = resize_params(768, 576, 416, 416)
     assert lb == Letterbox(768, 576, 416, 416, 416, 416, 0, 0)
@@ -478,20 +481,6 @@ def test_resize_to_the_same_size_is_a_copy():
     x, _ = preprocess_uint8(img, 53, 37, "resize")
     assert np.array_equal(x, img.transpose(2, 0, 1))
 
-
-@settings(max_examples=80, deadline=None)
-@given(
-    w=st.integers(1, 48),
-    h=st.integers(1, 48),
-    net_w=st.integers(1, 64),
-    net_h=st.integers(1, 64),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_preprocess_resize_equals_loop_reference(w, h, net_w, net_h, seed):
-    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    x, lb = preprocess_uint8(img, net_w, net_h, "resize")
-    assert (lb.new_w, lb.new_h, lb.dx, lb.dy) == (net_w, net_h, 0, 0)
-    assert np.array_equal(x, ref_resize_uint8(img, net_w, net_h))
 
 
 # --- the C kernel against the vectorised reference (bit for bit, uint8 and float32) ----------------
