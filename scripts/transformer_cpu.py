@@ -10,9 +10,9 @@ Starts the predictor + transformer on loopback (``sdk_client.stack.LocalStack``,
 CPU-ms per request of each server (median over rounds), the client-side latency p50 and the p50 of
 the transformer's Server-Timing stages (decode, letterbox, transport, ...).
 
-``--baseline REF`` runs the same measurement first on ``git archive REF`` extracted into a temporary
-folder (its native extension, if it declares one, is built there in place), with the servers started
-from that folder, then on this checkout, and prints the ratio. Linux only (``/proc``).
+``--baseline REF`` also starts a stack from ``git archive REF`` extracted into a temporary folder (its
+native extension, if it declares one, is built there in place) and alternates the rounds between the
+two stacks, so both see the same machine load; it prints the ratio. Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -47,54 +47,84 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 (utime) and 15 (stime)
 
 
-def measure(tree: Path, args, data: bytes) -> dict:
-    """Start a stack from ``tree``'s packages and measure ``args.rounds`` rounds of requests."""
-    old_cwd, old_pp = os.getcwd(), os.environ.get("PYTHONPATH")
-    os.chdir(tree)  # `python -m transformer` puts the cwd first on sys.path ...
-    os.environ["PYTHONPATH"] = str(tree)  # ... and so does PYTHONPATH (before the editable finder)
+class Target:
+    """A running stack started from ``tree``'s packages, and the rounds measured on it."""
+
+    def __init__(self, tree: Path, args):
+        self.tree, self.args, self.rounds = tree, args, []
+        old_cwd, old_pp = os.getcwd(), os.environ.get("PYTHONPATH")
+        os.chdir(tree)  # `python -m transformer` puts the cwd first on sys.path ...
+        os.environ["PYTHONPATH"] = str(tree)  # ... and so does PYTHONPATH (before the editable finder)
+        try:
+            self.stack = LocalStack(args.model_dir, model_name=args.model).start()
+        finally:
+            os.chdir(old_cwd)
+            if old_pp is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = old_pp
+        self.pids = {"transformer": self.stack.transformer.proc.pid, "predictor": self.stack.predictor.proc.pid}
+        self.url = f"{self.stack.transformer_url}/v1/models/{args.model}:predict"
+        self.client = httpx.Client(timeout=60.0, trust_env=False)
+
+    def post(self, data: bytes) -> httpx.Response:
+        r = self.client.post(self.url, content=data, headers={"content-type": "image/jpeg"})
+        r.raise_for_status()
+        return r
+
+    def round(self, data: bytes) -> None:
+        """``args.requests`` sequential requests; CPU time of both servers read around them."""
+        n = self.args.requests
+        latencies, stages = [], {}
+        before = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = self.post(data)
+            latencies.append(time.perf_counter() - t0)
+            for name, sec in parse_server_timing(r.headers.get("server-timing", "")).items():
+                stages.setdefault(name, []).append(sec)
+        after = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.rounds.append({
+            "cpu_ms_per_request": {k: 1000.0 * (after[k] - before[k]) / n for k in self.pids},
+            "latency_p50_ms": 1000.0 * percentile(latencies, 50),
+            "stages_p50_ms": {k: 1000.0 * percentile(v, 50) for k, v in stages.items()},
+        })
+
+    def close(self) -> None:
+        self.client.close()
+        self.stack.stop()
+
+    def result(self) -> dict:
+        def med(get):
+            return round(statistics.median(get(r) for r in self.rounds), 3)
+
+        stage_names = list(self.rounds[0]["stages_p50_ms"])
+        return {
+            "tree": str(self.tree),
+            "rounds": self.rounds,
+            "cpu_ms_per_request": {k: med(lambda r, k=k: r["cpu_ms_per_request"][k]) for k in self.pids},
+            "latency_p50_ms": med(lambda r: r["latency_p50_ms"]),
+            "stages_p50_ms": {k: med(lambda r, k=k: r["stages_p50_ms"].get(k, float("nan"))) for k in stage_names},
+        }
+
+
+def measure(trees: dict[str, Path], args, data: bytes) -> dict[str, dict]:
+    """Start one stack per tree, warm each up, then run the rounds alternating between the stacks
+    (so a change in the machine's load hits both alike)."""
+    targets: dict[str, Target] = {}
     try:
-        with LocalStack(args.model_dir, model_name=args.model) as stack:
-            pids = {"transformer": stack.transformer.proc.pid, "predictor": stack.predictor.proc.pid}
-            url = f"{stack.transformer_url}/v1/models/{args.model}:predict"
-            headers = {"content-type": "image/jpeg"}
-            rounds = []
-            with httpx.Client(timeout=60.0, trust_env=False) as client:
-                for _ in range(args.warmup):
-                    client.post(url, content=data, headers=headers).raise_for_status()
-                for _ in range(args.rounds):
-                    latencies, stages = [], {}
-                    before = {k: cpu_seconds(p) for k, p in pids.items()}
-                    for _ in range(args.requests):
-                        t0 = time.perf_counter()
-                        r = client.post(url, content=data, headers=headers)
-                        latencies.append(time.perf_counter() - t0)
-                        r.raise_for_status()
-                        for name, sec in parse_server_timing(r.headers.get("server-timing", "")).items():
-                            stages.setdefault(name, []).append(sec)
-                    after = {k: cpu_seconds(p) for k, p in pids.items()}
-                    rounds.append({
-                        "cpu_ms_per_request": {k: 1000.0 * (after[k] - before[k]) / args.requests for k in pids},
-                        "latency_p50_ms": 1000.0 * percentile(latencies, 50),
-                        "stages_p50_ms": {k: 1000.0 * percentile(v, 50) for k, v in stages.items()},
-                    })
+        for name, tree in trees.items():
+            targets[name] = Target(tree, args)
+        for t in targets.values():
+            for _ in range(args.warmup):
+                t.post(data)
+        for _ in range(args.rounds):
+            for t in targets.values():
+                t.round(data)
+        return {name: t.result() for name, t in targets.items()}
     finally:
-        os.chdir(old_cwd)
-        if old_pp is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_pp
-
-    def med(get):
-        return round(statistics.median(get(r) for r in rounds), 3)
-
-    stage_names = list(rounds[0]["stages_p50_ms"])
-    return {
-        "tree": str(tree),
-        "rounds": rounds,
-        "cpu_ms_per_request": {k: med(lambda r, k=k: r["cpu_ms_per_request"][k]) for k in ("transformer", "predictor")},
-        "latency_p50_ms": med(lambda r: r["latency_p50_ms"]),
-        "stages_p50_ms": {k: med(lambda r, k=k: r["stages_p50_ms"].get(k, float("nan"))) for k in stage_names},
-    }
+        for t in targets.values():
+            t.close()
 
 
 def extract(ref: str, dest: Path) -> Path:
@@ -134,12 +164,12 @@ def main() -> int:
         p.error("needs Linux /proc")
     args.model_dir = str(Path(args.model_dir).resolve())
     data = Path(args.image).read_bytes()
-    results = {}
     with tempfile.TemporaryDirectory(prefix="transformer-cpu-") as tmp:
-        if args.baseline:
-            results["baseline"] = measure(extract(args.baseline, Path(tmp)), args, data)
-            results["baseline"]["ref"] = args.baseline
-        results["current"] = measure(REPO, args, data)
+        trees = {"baseline": extract(args.baseline, Path(tmp))} if args.baseline else {}
+        trees["current"] = REPO
+        results = measure(trees, args, data)
+    if args.baseline:
+        results["baseline"]["ref"] = args.baseline
     print(f"{Path(args.image).name}, {args.requests} requests x {args.rounds} rounds, c=1 (medians over rounds)")
     if "baseline" in results:
         show(f"baseline {args.baseline}", results["baseline"])
