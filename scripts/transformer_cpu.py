@@ -3,8 +3,8 @@
     .venv/bin/python scripts/transformer_cpu.py                       # this checkout
     .venv/bin/python scripts/transformer_cpu.py --baseline HEAD~3     # before/after in one run
 
-Starts the predictor + transformer on loopback (``sdk_client.stack.LocalStack``, yolov3-tiny), sends
-``--warmup`` and then ``--requests`` sequential raw-JPEG POSTs (``/v1/models/<model>:predict``,
+Starts the predictor + transformer on loopback (the bench tooling's ``LocalStack``, yolov3-tiny),
+sends ``--warmup`` and then ``--requests`` sequential raw-JPEG POSTs (``/v1/models/<model>:predict``,
 ``dog.jpg`` by default) and reads each server process's CPU time (user + system, all threads, from
 ``/proc/<pid>/stat``) right before and after the timed requests, for ``--rounds`` rounds. Reported:
 CPU-ms per request of each server (median over rounds), the client-side latency p50 and the p50 of
@@ -33,8 +33,12 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from sdk_client.benchmark import percentile  # noqa: E402
-from sdk_client.stack import LocalStack  # noqa: E402
+try:  # the bench tooling's package once it left the SDK
+    from yolo_devtools.benchmark import percentile
+    from yolo_devtools.stack import LocalStack
+except ImportError:  # checkouts from before the move
+    from sdk_client.benchmark import percentile
+    from sdk_client.stack import LocalStack
 from yolo_contract.observability import parse_server_timing  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
