@@ -17,7 +17,8 @@ for bit, including its float32 arithmetic and its quirks:
   horizontal pass first, then vertical; the last output *column* copies the last source column,
   the last output *row* is ``(1-dy) * part[iy]`` without the ``dy * part[iy+1]`` term (which is a
   copy of the last source row whenever the float32 product lands exactly on ``in-1``);
-* the canvas is filled with 0.5 and the resized image pasted at ``((net-new)//2)``.
+* the canvas is filled with 0.5 (``fill_image(boxed, .5)``; on the uint8 wire ``rint(127.5) = 128``,
+  half to even) and the resized image pasted at ``((net-new)//2)``.
 
 The ``"resize"`` mode (:func:`resize_params`, ``preprocess_uint8(..., mode="resize")``) is AlexeyAB's
 ``detector test`` without ``-letter_box``: the same ``resize_image`` straight to ``net_w x net_h``
@@ -72,10 +73,6 @@ __all__ = [
 ]
 
 _F32 = np.float32
-#: Canvas value of the padding, as in Darknet (``fill_image(boxed, .5)``).
-PAD_VALUE = 0.5
-#: The padding grey on the uint8 wire: ``np.rint(0.5 * 255) == 128`` (127.5 rounds half to even).
-PAD_VALUE_UINT8 = 128
 
 
 @dataclass(frozen=True)
@@ -252,7 +249,7 @@ def preprocess_uint8(
     """:func:`preprocess` quantised for the wire (uint8 ``[3, net_h, net_w]``), like :func:`letterbox_uint8`.
 
     ``mode="resize"`` is Darknet's ``resize_image(im, net_w, net_h)`` (geometry from
-    :func:`resize_params`); ``out`` must then be a uint8 array.
+    :func:`resize_params`); ``out``, when given, must be uint8.
     """
     if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.uint8):
         raise ValueError("out must be a uint8 array")
