@@ -1,4 +1,4 @@
-"""Darknet-exact letterbox and box mapping (pure numpy).
+"""Darknet-exact letterbox and box mapping (numpy, plus a small C kernel for the resize).
 
 Conventions used throughout this module:
 
@@ -17,7 +17,20 @@ for bit, including its float32 arithmetic and its quirks:
   horizontal pass first, then vertical; the last output *column* copies the last source column,
   the last output *row* is ``(1-dy) * part[iy]`` without the ``dy * part[iy+1]`` term (which is a
   copy of the last source row whenever the float32 product lands exactly on ``in-1``);
-* the canvas is filled with 0.5 and the resized image pasted at ``((net-new)//2)``.
+* the canvas is filled with 0.5 (``fill_image(boxed, .5)``; on the uint8 wire ``rint(127.5) = 128``,
+  half to even) and the resized image pasted at ``((net-new)//2)``.
+
+The ``"resize"`` mode (:func:`resize_params`, ``preprocess_uint8(..., mode="resize")``) is AlexeyAB's
+``detector test`` without ``-letter_box``: the same ``resize_image`` straight to ``net_w x net_h``
+(AlexeyAB returns a copy when the size already matches, which the bilinear reproduces exactly:
+scale 1, weights 1 and 0), boxes corrected by ``correct_yolo_boxes(..., letter=0)``.
+
+The resize runs in ``transformer._letterbox`` (``_letterbox.c``, built by ``pip install``): it
+reads the decoded pixels through any strides (Pillow's RGBX memory, EXIF rotations as views) and
+writes the float32 or uint8 canvas straight into the caller's array, with the same float32
+operations in the same order as the numpy formulation the tests keep as their reference. Without
+the compiled kernel the box functions still work and the pixel functions raise ``RuntimeError``
+(:func:`native_kernel_error` says why); the transformer checks it at start-up.
 
 Degenerate sizes (a choice, documented here; Darknet itself divides by zero or reads out of
 bounds): ``new_w``/``new_h`` are clamped to at least 1, and a 1-sample output axis uses scale 0.
@@ -28,29 +41,38 @@ compute ``0 * inf = NaN`` and index with ``(int)NaN``, undefined behaviour).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+try:
+    from transformer import _letterbox
+except ImportError as _e:  # not compiled (no C compiler at install time): see native_kernel_error()
+    _letterbox = None
+    _KERNEL_ERROR: str | None = (
+        f"the compiled letterbox kernel transformer._letterbox is not available ({_e}); reinstall the "
+        "package with a C compiler present (pip install -e . or pip install .)"
+    )
+else:
+    _KERNEL_ERROR = None
+
 __all__ = [
     "Letterbox",
+    "PREPROCESS_MODES",
     "letterbox_params",
+    "resize_params",
+    "preprocess_params",
     "letterbox",
     "letterbox_uint8",
+    "preprocess",
+    "preprocess_uint8",
+    "native_kernel_error",
     "unletterbox_boxes",
     "letterbox_boxes",
     "clip_boxes_cxcywh",
-    "resize_params",
-    "preprocess",
-    "preprocess_uint8",
 ]
 
 _F32 = np.float32
-#: Canvas value of the padding, as in Darknet (``fill_image(boxed, .5)``).
-PAD_VALUE = 0.5
-#: The padding grey on the uint8 wire: ``np.rint(0.5 * 255) == 128`` (127.5 rounds half to even).
-PAD_VALUE_UINT8 = 128
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,11 @@ def _check_size(name: str, value: int) -> int:
     return int(value)
 
 
+def _check_sizes(src_w: int, src_h: int, net_w: int, net_h: int) -> tuple[int, int, int, int]:
+    return (_check_size("src_w", src_w), _check_size("src_h", src_h), _check_size("net_w", net_w),
+            _check_size("net_h", net_h))
+
+
 def letterbox_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
     """Darknet's letterbox geometry for a ``src_w x src_h`` image on a ``net_w x net_h`` canvas.
 
@@ -99,10 +126,7 @@ def letterbox_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbo
     Raises:
         ValueError: a size is not a positive integer.
     """
-    src_w = _check_size("src_w", src_w)
-    src_h = _check_size("src_h", src_h)
-    net_w = _check_size("net_w", net_w)
-    net_h = _check_size("net_h", net_h)
+    src_w, src_h, net_w, net_h = _check_sizes(src_w, src_h, net_w, net_h)
     if _F32(net_w) / _F32(src_w) < _F32(net_h) / _F32(src_h):
         new_w, new_h = net_w, (src_h * net_w) // src_w
     else:
@@ -121,34 +145,43 @@ def letterbox_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbo
     )
 
 
-def _axis_taps(n_src: int, n_dst: int, *, last_copies: bool):
-    """Gather indices and float32 weights of one pass of Darknet's ``resize_image``.
+def resize_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
+    """Geometry of Darknet's plain ``resize_image(im, net_w, net_h)`` (no letterbox).
 
-    Output sample ``i`` is ``w0[i] * src[i0[i]] + w1[i] * src[i1[i]]`` evaluated in float32 in
-    exactly Darknet's operation order (``w1 == 0`` reproduces the branches that skip the second
-    term, since ``a + 0*b == a`` exactly for finite non-negative values).
+    The whole canvas is the stretched image: ``new_w = net_w``, ``new_h = net_h``, ``dx = dy = 0``.
+    With this geometry :func:`unletterbox_boxes` is Darknet's ``correct_yolo_boxes`` with
+    ``letter = 0`` (AlexeyAB ``detector test`` without ``-letter_box``): ``box_offset`` is
+    ``(0, 0)`` and each axis scales by ``src / net``.
+
+    Raises:
+        ValueError: a size is not a positive integer.
     """
-    scale = _F32(0.0) if n_dst == 1 else _F32(n_src - 1) / _F32(n_dst - 1)
-    pos = np.arange(n_dst, dtype=_F32) * scale  # float32 c*scale, as Darknet
-    i0 = pos.astype(np.intp)  # (int) truncation; pos >= 0
-    frac = pos - i0.astype(_F32)  # float32 sx - ix
-    np.minimum(i0, n_src - 1, out=i0)  # never reached with sane sizes; keeps indices valid
-    i1 = np.minimum(i0 + 1, n_src - 1)
-    w0 = _F32(1.0) - frac
-    w1 = frac.copy()
-    if last_copies:
-        # Horizontal pass: `if (c == w-1 || im.w == 1) val = src[im.w-1]`.
-        sel = slice(None) if n_src == 1 else slice(n_dst - 1, None)
-        i0[sel] = n_src - 1
-        i1[sel] = n_src - 1
-        w0[sel] = 1.0
-        w1[sel] = 0.0
-    else:
-        # Vertical pass: `out = (1-dy)*part[iy]; if (r == h-1 || im.h == 1) continue; out += ...`.
-        sel = slice(None) if n_src == 1 else slice(n_dst - 1, None)
-        i1[sel] = i0[sel]
-        w1[sel] = 0.0
-    return i0, i1, w0, w1
+    src_w, src_h, net_w, net_h = _check_sizes(src_w, src_h, net_w, net_h)
+    return Letterbox(src_w=src_w, src_h=src_h, net_w=net_w, net_h=net_h, new_w=net_w, new_h=net_h, dx=0, dy=0)
+
+
+#: Preprocessing modes: ``"letterbox"`` (pjreddie ``letterbox_image``; AlexeyAB with
+#: ``letter_box=1``) and ``"resize"`` (AlexeyAB ``resize_image`` to the network size).
+PREPROCESS_MODES = ("letterbox", "resize")
+_PARAMS = {"letterbox": letterbox_params, "resize": resize_params}
+
+
+def preprocess_params(src_w: int, src_h: int, net_w: int, net_h: int, mode: str = "letterbox") -> Letterbox:
+    """:func:`letterbox_params` or :func:`resize_params`, by ``mode`` (one of :data:`PREPROCESS_MODES`).
+
+    Raises:
+        ValueError: an unknown mode or a size that is not a positive integer.
+    """
+    try:
+        params = _PARAMS[mode]
+    except (KeyError, TypeError):
+        raise ValueError(f"mode must be one of {', '.join(PREPROCESS_MODES)}") from None
+    return params(src_w, src_h, net_w, net_h)
+
+
+def native_kernel_error() -> str | None:
+    """Why the compiled resize kernel cannot be used, or ``None`` when it is loaded."""
+    return _KERNEL_ERROR
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -157,6 +190,70 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ValueError("rgb must have at least one pixel")
     return rgb
+
+
+def preprocess(
+    rgb: np.ndarray,
+    net_w: int,
+    net_h: int,
+    mode: str = "letterbox",
+    out: np.ndarray | None = None,
+    dtype=np.float32,
+) -> tuple[np.ndarray, Letterbox]:
+    """Darknet's network input for ``rgb`` (letterbox or plain resize), written into ``out``.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 RGB image with any strides (e.g. a read-only view of decoded
+            pixels; Darknet's float image is ``rgb / 255``).
+        net_w, net_h: network input width and height.
+        mode: ``"letterbox"`` (pjreddie ``letterbox_image``) or ``"resize"`` (``resize_image`` to
+            the whole canvas, no padding); see :data:`PREPROCESS_MODES` and :func:`preprocess_params`.
+        out: optional writable C-contiguous ``[3, net_h, net_w]`` uint8 or float32 array to write
+            into (e.g. one image of a preallocated ``[N, 3, H, W]`` batch); its dtype wins over
+            ``dtype``. A new array of ``dtype`` is allocated when ``None``.
+        dtype: ``np.float32`` (``x`` in [0, 1], padding 0.5, as :func:`letterbox`) or ``np.uint8``
+            (the wire: ``rint(x * 255)``, half to even, padding 128), used when ``out`` is ``None``.
+
+    Returns:
+        ``(x, lb)``: ``x`` is ``out`` (or the new array), ``lb`` the geometry for
+        :func:`unletterbox_boxes`.
+
+    Raises:
+        ValueError: a bad image, size, mode, dtype or ``out`` array.
+        RuntimeError: the compiled kernel is not available (:func:`native_kernel_error`).
+    """
+    rgb = _check_rgb(rgb)
+    lb = preprocess_params(rgb.shape[1], rgb.shape[0], net_w, net_h, mode)
+    shape = (3, lb.net_h, lb.net_w)
+    if out is None:
+        if np.dtype(dtype) not in (np.dtype(np.uint8), np.dtype(np.float32)):
+            raise ValueError("dtype must be uint8 or float32")
+        out = np.empty(shape, dtype)
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.dtype not in (np.dtype(np.uint8), np.dtype(np.float32))
+        or out.shape != shape
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        raise ValueError(f"out must be a writable C-contiguous uint8 or float32 array of shape {shape}")
+    if _letterbox is None:
+        raise RuntimeError(_KERNEL_ERROR)
+    _letterbox.resize_into(rgb, out, lb.dx, lb.dy, lb.new_w, lb.new_h)
+    return out, lb
+
+
+def preprocess_uint8(
+    rgb: np.ndarray, net_w: int, net_h: int, mode: str = "letterbox", out: np.ndarray | None = None
+) -> tuple[np.ndarray, Letterbox]:
+    """:func:`preprocess` quantised for the wire (uint8 ``[3, net_h, net_w]``), like :func:`letterbox_uint8`.
+
+    ``mode="resize"`` is Darknet's ``resize_image(im, net_w, net_h)`` (geometry from
+    :func:`resize_params`); ``out``, when given, must be uint8.
+    """
+    if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.uint8):
+        raise ValueError("out must be a uint8 array")
+    return preprocess(rgb, net_w, net_h, mode, out, np.uint8)
 
 
 def letterbox(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Letterbox]:
@@ -173,11 +270,7 @@ def letterbox(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Lett
     Raises:
         ValueError: ``rgb`` is not a non-empty ``(H, W, 3)`` uint8 array, or a size is not positive.
     """
-    rgb = _check_rgb(rgb)
-    lb = letterbox_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
-    out = np.empty((3, lb.net_h, lb.net_w), dtype=_F32)
-    _letterbox_into(rgb, lb, out)
-    return out, lb
+    return preprocess(rgb, net_w, net_h, "letterbox", None, np.float32)
 
 
 def letterbox_uint8(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Letterbox]:
@@ -187,93 +280,7 @@ def letterbox_uint8(rgb: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray
     is ``rint(0.5 * 255) = rint(127.5) = 128`` (round half to even). Dividing by 255 gives back the
     float letterbox within 0.5/255 (plus float32 rounding of ``x * 255``).
     """
-    rgb = _check_rgb(rgb)
-    lb = letterbox_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
-    x = _WORKSPACE.get("canvas", (3, lb.net_h, lb.net_w), _F32)
-    _letterbox_into(rgb, lb, x)
-    x *= _F32(255.0)
-    np.rint(x, out=x)
-    return x.astype(np.uint8), lb
-
-
-class _Workspace(threading.local):
-    """Per-thread scratch buffers reused across calls.
-
-    Fresh multi-MB numpy temporaries are returned to the OS by malloc and page-fault again on the
-    next call; on a small VM those faults cost more than the arithmetic (about 5 ms instead of
-    about 2.5 ms for a 768x576 letterbox). Buffers are bounded by the network size except the
-    row-selection buffer; anything over ``_WORKSPACE_MAX_BYTES`` is allocated per call instead.
-    """
-
-    def __init__(self) -> None:
-        self.buffers: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        buf = self.buffers.get(name)
-        if buf is None or buf.nbytes < nbytes:
-            if nbytes > _WORKSPACE_MAX_BYTES:
-                return np.empty(shape, dtype)
-            buf = np.empty(nbytes, np.uint8)
-            self.buffers[name] = buf
-        return buf[:nbytes].view(dtype).reshape(shape)
-
-
-_WORKSPACE_MAX_BYTES = 16 << 20
-_WORKSPACE = _Workspace()
-
-
-def _letterbox_into(rgb: np.ndarray, lb: Letterbox, out: np.ndarray) -> None:
-    """Fill ``out`` (float32 ``[3, net_h, net_w]``) with Darknet's letterbox of ``rgb / 255``."""
-    out[:, : lb.dy, :] = PAD_VALUE
-    out[:, lb.dy + lb.new_h :, :] = PAD_VALUE
-    out[:, lb.dy : lb.dy + lb.new_h, : lb.dx] = PAD_VALUE
-    out[:, lb.dy : lb.dy + lb.new_h, lb.dx + lb.new_w :] = PAD_VALUE
-    _resize_into(rgb, out[:, lb.dy : lb.dy + lb.new_h, lb.dx : lb.dx + lb.new_w])
-
-
-def _resize_into(rgb: np.ndarray, dst: np.ndarray) -> None:
-    """Darknet ``resize_image`` of ``rgb / 255`` (HWC uint8) written into ``dst`` (``[3, h, w]`` f32).
-
-    Each pass is two gathers, two float32 multiplies and one add, in Darknet's operation order, so
-    the result is bit-identical to the C loops. Only the source rows the vertical pass reads go
-    through the horizontal pass (rows are independent), which matters for large downscales.
-    """
-    src_h, src_w = rgb.shape[:2]
-    new_h, new_w = dst.shape[1:]
-    ws = _WORKSPACE
-    ix0, ix1, wx0, wx1 = _axis_taps(src_w, new_w, last_copies=True)
-    iy0, iy1, wy0, wy1 = _axis_taps(src_h, new_h, last_copies=False)
-
-    rows = np.unique(np.concatenate([iy0, iy1]))
-    n_rows = rows.size
-    if n_rows == src_h:
-        sel, r0, r1 = rgb, iy0, iy1
-    else:
-        r0 = np.searchsorted(rows, iy0)
-        r1 = np.searchsorted(rows, iy1)
-        sel = np.take(rgb, rows, axis=0, out=ws.get("rows", (n_rows, src_w, 3), np.uint8))
-
-    # Horizontal: part = (1-dx)*src[ix] + dx*src[ix+1], with src = v/255 in float32 (Darknet's
-    # (float)v/255. rounds identically for v in 0..255).
-    cols = np.take(sel, ix0, axis=1, out=ws.get("cols", (n_rows, new_w, 3), np.uint8))
-    part = ws.get("part", (3, n_rows, new_w), _F32)
-    np.divide(cols.transpose(2, 0, 1), _F32(255.0), out=part, dtype=_F32)
-    part *= wx0
-    np.take(sel, ix1, axis=1, out=cols)
-    right = ws.get("right", (3, n_rows, new_w), _F32)
-    np.divide(cols.transpose(2, 0, 1), _F32(255.0), out=right, dtype=_F32)
-    right *= wx1
-    part += right
-
-    # Vertical: out = (1-dy)*part[iy]; out += dy*part[iy+1] (weight 0 on the last row).
-    rowbuf = ws.get("vert", (3, new_h, new_w), _F32)
-    np.take(part, r0, axis=1, out=rowbuf)
-    np.multiply(rowbuf, wy0[:, None], out=dst)
-    np.take(part, r1, axis=1, out=rowbuf)
-    rowbuf *= wy1[:, None]
-    dst += rowbuf
+    return preprocess(rgb, net_w, net_h, "letterbox", None, np.uint8)
 
 
 def _as_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -337,50 +344,3 @@ def clip_boxes_cxcywh(boxes: np.ndarray, width: float, height: float) -> np.ndar
     arr[:, 2] = x1 - x0
     arr[:, 3] = y1 - y0
     return arr
-
-
-# ------------------------------------------------------------------------------------------------
-# Preprocessing mode chosen by the model (letterbox or plain resize). Thin wrappers over the
-# letterbox internals above: Darknet's resize_image is the same bilinear either way.
-
-
-def resize_params(src_w: int, src_h: int, net_w: int, net_h: int) -> Letterbox:
-    """Geometry of a plain resize (AlexeyAB ``resize_image`` to the network size, no bars):
-    ``new_w = net_w``, ``new_h = net_h``, ``dx = dy = 0``. :func:`unletterbox_boxes` then maps
-    boxes back by ``src / net`` per axis.
-
-    Raises:
-        ValueError: a size is not a positive integer.
-    """
-    src_w, src_h = _check_size("src_w", src_w), _check_size("src_h", src_h)
-    net_w, net_h = _check_size("net_w", net_w), _check_size("net_h", net_h)
-    return Letterbox(src_w=src_w, src_h=src_h, net_w=net_w, net_h=net_h, new_w=net_w, new_h=net_h, dx=0, dy=0)
-
-
-def _mode_params(rgb: np.ndarray, net_w: int, net_h: int, mode: str) -> Letterbox:
-    if mode == "letterbox":
-        return letterbox_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
-    if mode == "resize":
-        return resize_params(rgb.shape[1], rgb.shape[0], net_w, net_h)
-    raise ValueError("mode must be 'letterbox' or 'resize'")
-
-
-def preprocess(rgb: np.ndarray, net_w: int, net_h: int, mode: str) -> tuple[np.ndarray, Letterbox]:
-    """:func:`letterbox` (``mode="letterbox"``) or Darknet ``resize_image`` to ``net_w x net_h``
-    (``mode="resize"``); float32 ``[3, net_h, net_w]`` in [0, 1] and the geometry."""
-    rgb = _check_rgb(rgb)
-    lb = _mode_params(rgb, net_w, net_h, mode)
-    out = np.empty((3, lb.net_h, lb.net_w), dtype=_F32)
-    _letterbox_into(rgb, lb, out)
-    return out, lb
-
-
-def preprocess_uint8(rgb: np.ndarray, net_w: int, net_h: int, mode: str) -> tuple[np.ndarray, Letterbox]:
-    """:func:`preprocess` quantised for the wire like :func:`letterbox_uint8` (``rint(x * 255)``)."""
-    rgb = _check_rgb(rgb)
-    lb = _mode_params(rgb, net_w, net_h, mode)
-    x = _WORKSPACE.get("canvas", (3, lb.net_h, lb.net_w), _F32)
-    _letterbox_into(rgb, lb, x)
-    x *= _F32(255.0)
-    np.rint(x, out=x)
-    return x.astype(np.uint8), lb

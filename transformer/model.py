@@ -144,6 +144,8 @@ class ImageTransformer(Model):
         self.engine = link is None
 
     def load(self) -> bool:
+        if geometry.native_kernel_error() is not None:  # never serve without the letterbox kernel
+            raise RuntimeError(geometry.native_kernel_error())
         self.ready = True
         return self.ready
 
@@ -295,19 +297,18 @@ class ImageTransformer(Model):
                      headers.get(T.REQUEST_ID_HEADER, ""), timings, clip)
 
     def _prepare(self, images: list[bytes], info: MI.ModelInfo):
-        """Decode + preprocess every image as the model wants (worker thread)."""
+        """Decode + preprocess every image as the model wants, straight into the batch tensor (worker thread)."""
         s = self.settings
         w, h = info.size
         tensor = np.empty((len(images), 3, h, w), np.uint8 if s.wire_dtype == "uint8" else np.float32)
-        prepare = geometry.preprocess_uint8 if s.wire_dtype == "uint8" else geometry.preprocess
         letterboxes = []
         t_decode = t_letterbox = 0.0
         for i, data in enumerate(images):
             t0 = time.perf_counter()
-            rgb = imaging.decode_image(data, max_pixels=s.max_pixels)
+            rgb = imaging.decode_image_view(data, max_pixels=s.max_pixels)  # no copy of the pixels
             t1 = time.perf_counter()
             METRICS.image_pixels.labels(self.name).observe(rgb.shape[0] * rgb.shape[1])
-            tensor[i], lb = prepare(rgb, w, h, info.preprocess)
+            _, lb = geometry.preprocess(rgb, w, h, info.preprocess, out=tensor[i])  # uint8 or float32, as tensor
             letterboxes.append(lb)
             t_decode += t1 - t0
             t_letterbox += time.perf_counter() - t1

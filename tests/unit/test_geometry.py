@@ -10,13 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from transformer import geometry
 from transformer.geometry import (
+    PREPROCESS_MODES,
     Letterbox,
     clip_boxes_cxcywh,
     letterbox,
     letterbox_boxes,
     letterbox_params,
     letterbox_uint8,
+    preprocess,
+    preprocess_params,
+    preprocess_uint8,
+    resize_params,
     unletterbox_boxes,
 )
 
@@ -68,6 +74,60 @@ def ref_letterbox(u8: np.ndarray, w: int, h: int) -> np.ndarray:
     box = np.full((C, h, w), 0.5, np.float32)
     box[:, (h - nh) // 2 : (h - nh) // 2 + nh, (w - nw) // 2 : (w - nw) // 2 + nw] = ref_resize(im, nw, nh)
     return box
+
+
+def ref_resize_uint8(u8: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet ``resize_image(load_image_color(...), w, h)`` quantised like the uint8 wire."""
+    im = u8.transpose(2, 0, 1).astype(np.float32) / f32(255.0)
+    return np.rint(ref_resize(im, w, h) * f32(255)).astype(np.uint8)
+
+
+# --- vectorised reference: the numpy implementation the transformer ran before the C kernel -----
+# (transformer/_letterbox.c). Same float32 operations as the loops above, fast enough for large
+# images; never used at run time.
+
+
+def _axis_taps_reference(n_src: int, n_dst: int, *, last_copies: bool):
+    scale = f32(0.0) if n_dst == 1 else f32(n_src - 1) / f32(n_dst - 1)
+    pos = np.arange(n_dst, dtype=f32) * scale
+    i0 = pos.astype(np.intp)
+    frac = pos - i0.astype(f32)
+    np.minimum(i0, n_src - 1, out=i0)
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    w0 = f32(1.0) - frac
+    w1 = frac.copy()
+    sel = slice(None) if n_src == 1 else slice(n_dst - 1, None)
+    if last_copies:  # horizontal: the last column copies the last source column
+        i0[sel] = n_src - 1
+        i1[sel] = n_src - 1
+        w0[sel] = 1.0
+    else:  # vertical: the last row has no dy * part[iy+1] term
+        i1[sel] = i0[sel]
+    w1[sel] = 0.0
+    return i0, i1, w0, w1
+
+
+def reference_resize(rgb: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+    """Darknet resize_image of rgb / 255 (HWC uint8) as float32 [3, new_h, new_w], vectorised."""
+    src_h, src_w = rgb.shape[:2]
+    ix0, ix1, wx0, wx1 = _axis_taps_reference(src_w, new_w, last_copies=True)
+    iy0, iy1, wy0, wy1 = _axis_taps_reference(src_h, new_h, last_copies=False)
+    planes = rgb.transpose(2, 0, 1)
+    part = np.divide(planes[:, :, ix0], f32(255.0), dtype=f32) * wx0
+    part += np.divide(planes[:, :, ix1], f32(255.0), dtype=f32) * wx1
+    out = part[:, iy0, :] * wy0[:, None]
+    out += part[:, iy1, :] * wy1[:, None]
+    return out
+
+
+def reference_preprocess(rgb: np.ndarray, net_w: int, net_h: int, mode: str = "letterbox", dtype=np.uint8) -> np.ndarray:
+    """The canvas (float32 in [0, 1], or uint8 rint(x * 255)) built from :func:`reference_resize`."""
+    lb = preprocess_params(rgb.shape[1], rgb.shape[0], net_w, net_h, mode)
+    x = np.full((3, net_h, net_w), 0.5, f32)
+    x[:, lb.dy : lb.dy + lb.new_h, lb.dx : lb.dx + lb.new_w] = reference_resize(rgb, lb.new_w, lb.new_h)
+    if dtype == np.uint8:
+        return np.rint(x * f32(255.0)).astype(np.uint8)
+    return x
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +318,9 @@ def test_letterbox_equals_loop_reference_any_net_size(w, h, net_w, net_h, seed):
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     x, _ = letterbox(img, net_w, net_h)
     assert np.array_equal(x, ref_letterbox(img, net_w, net_h))
+    r, lb = preprocess_uint8(img, net_w, net_h, "resize")  # AlexeyAB resize_image to the net size
+    assert (lb.new_w, lb.new_h, lb.dx, lb.dy) == (net_w, net_h, 0, 0)
+    assert np.array_equal(r, ref_resize_uint8(img, net_w, net_h))
 
 
 @settings(max_examples=300, deadline=None)
@@ -362,3 +425,153 @@ def test_clip_boxes():
         out,
         [[50.0, 40.0, 20.0, 10.0], [5.0, 10.0, 10.0, 10.0], [92.5, 72.5, 15.0, 15.0], [0.0, 0.0, 0.0, 0.0]],
     )
+
+
+# --- resize mode (AlexeyAB resize_image) and preprocess_uint8 ----------------------------------
+
+
+def test_resize_params_geometry_and_darknet_letter0_boxes():
+    lb = resize_params(768, 576, 416, 416)
+    assert lb == Letterbox(768, 576, 416, 416, 416, 416, 0, 0)
+    assert lb.box_offset == (0.0, 0.0)
+    # AlexeyAB correct_yolo_boxes(letter=0): new = net, so x = x/netw * w, w = w/netw * w (per axis).
+    net = np.array([[208.0, 208.0, 416.0, 416.0], [100.0, 300.0, 40.0, 52.0]])
+    expected = net * [768 / 416, 576 / 416, 768 / 416, 576 / 416]
+    np.testing.assert_allclose(unletterbox_boxes(net, lb), expected, rtol=1e-12)
+    with pytest.raises(ValueError):
+        resize_params(0, 10, 416, 416)
+
+
+def test_preprocess_modes_and_validation(dog_rgb):
+    assert PREPROCESS_MODES == ("letterbox", "resize")
+    assert preprocess_params(768, 576, 416, 416, "letterbox") == letterbox_params(768, 576, 416, 416)
+    assert preprocess_params(768, 576, 416, 416, "resize") == resize_params(768, 576, 416, 416)
+    for bad_mode in ("stretch", "", None):
+        with pytest.raises(ValueError):
+            preprocess_uint8(dog_rgb, 416, 416, bad_mode)
+    for bad_out in (
+        np.empty((3, 416, 416), np.float32),
+        np.empty((3, 416, 415), np.uint8),
+        np.empty((3, 416, 832), np.uint8)[:, :, ::2],
+        np.empty((416, 416, 3), np.uint8),
+    ):
+        with pytest.raises(ValueError):
+            preprocess_uint8(dog_rgb, 416, 416, out=bad_out)
+
+
+def test_preprocess_letterbox_equals_darknet_and_writes_into_a_batch_slot(dog_rgb, dog_input):
+    batch = np.full((3, 3, 416, 416), 7, np.uint8)
+    x, lb = preprocess_uint8(dog_rgb, 416, 416, "letterbox", out=batch[1])
+    assert x is batch[1] or np.shares_memory(x, batch[1])
+    assert lb == letterbox_params(768, 576, 416, 416)
+    assert np.array_equal(batch[1], np.rint(dog_input * f32(255)).astype(np.uint8))
+    assert (batch[0] == 7).all() and (batch[2] == 7).all()
+
+
+def test_preprocess_resize_matches_darknet_resize_image_on_dog(dog_rgb):
+    x, lb = preprocess_uint8(dog_rgb, 416, 416, "resize")
+    assert lb == resize_params(768, 576, 416, 416)
+    assert x.shape == (3, 416, 416) and x.dtype == np.uint8 and x.flags.c_contiguous
+    assert np.array_equal(x, ref_resize_uint8(dog_rgb, 416, 416))
+
+
+def test_resize_to_the_same_size_is_a_copy():
+    """AlexeyAB resize_image returns copy_image(im) when the size already matches."""
+    img = np.random.default_rng(5).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    x, _ = preprocess_uint8(img, 53, 37, "resize")
+    assert np.array_equal(x, img.transpose(2, 0, 1))
+
+
+
+# --- the C kernel against the vectorised reference (bit for bit, uint8 and float32) ----------------
+
+
+def _views(img: np.ndarray, flip_rows: bool, flip_cols: bool, transpose: bool, rgbx: bool) -> np.ndarray:
+    """``img`` as a strided view: inside an RGBX buffer, flipped and/or transposed (EXIF-style)."""
+    if rgbx:
+        buf = np.full(img.shape[:2] + (4,), 255, np.uint8)
+        buf[..., :3] = img
+        img = buf[..., :3]
+    if flip_rows:
+        img = img[::-1]
+    if flip_cols:
+        img = img[:, ::-1]
+    if transpose:
+        img = img.transpose(1, 0, 2)
+    return img
+
+
+def test_kernel_is_loaded():
+    assert geometry.native_kernel_error() is None
+
+
+def test_preprocess_defaults_to_float32_and_out_dtype_wins(dog_rgb, dog_input):
+    x, _ = preprocess(dog_rgb, 416, 416)
+    assert x.dtype == np.float32 and np.array_equal(x, dog_input)
+    batch = np.zeros((2, 3, 416, 416), np.float32)
+    _, lb = preprocess(dog_rgb, 416, 416, "letterbox", out=batch[0], dtype=np.uint8)
+    assert lb.dy == 52 and np.array_equal(batch[0], dog_input) and not batch[1].any()
+
+
+def test_dog_kernel_equals_reference_both_modes_and_dtypes(dog_rgb):
+    for mode in PREPROCESS_MODES:
+        for dtype in (np.uint8, np.float32):
+            x, _ = preprocess(dog_rgb, 416, 416, mode, dtype=dtype)
+            assert x.dtype == dtype
+            assert np.array_equal(x, reference_preprocess(dog_rgb, 416, 416, mode, dtype)), (mode, dtype)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    w=st.integers(1, 700),
+    h=st.integers(1, 700),
+    net_w=st.integers(1, 640),
+    net_h=st.integers(1, 640),
+    mode=st.sampled_from(PREPROCESS_MODES),
+    view=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_kernel_equals_reference_on_random_images_sizes_and_strides(w, h, net_w, net_h, mode, view, seed):
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    src = _views(img, *view)
+    dense = np.ascontiguousarray(src)
+    expected = reference_preprocess(dense, net_w, net_h, mode, np.uint8)
+    batch = np.zeros((2, 3, net_h, net_w), np.uint8)
+    x, lb = preprocess_uint8(src, net_w, net_h, mode, out=batch[1])
+    assert np.array_equal(batch[1], expected)
+    assert not batch[0].any()
+    assert lb == preprocess_params(dense.shape[1], dense.shape[0], net_w, net_h, mode)
+    xf, _ = preprocess(src, net_w, net_h, mode, dtype=np.float32)
+    assert np.array_equal(xf, reference_preprocess(dense, net_w, net_h, mode, np.float32))
+
+
+def test_kernel_equals_reference_on_every_test_image():
+    from transformer.imaging import decode_image
+
+    for path in sorted((DATA / "images").glob("*.jpg")):
+        rgb = decode_image(path.read_bytes())
+        for mode in PREPROCESS_MODES:
+            for net in ((416, 416), (608, 608), (320, 256)):
+                x, _ = preprocess_uint8(rgb, *net, mode)
+                assert np.array_equal(x, reference_preprocess(rgb, *net, mode)), (path.name, mode, net)
+
+
+def test_preprocess_rejects_bad_dtype_and_readonly_out(dog_rgb):
+    with pytest.raises(ValueError):
+        preprocess(dog_rgb, 416, 416, dtype=np.float64)
+    ro = np.empty((3, 416, 416), np.uint8)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError):
+        preprocess(dog_rgb, 416, 416, out=ro)
+    with pytest.raises(ValueError):
+        preprocess_uint8(dog_rgb, 416, 416, out=np.empty((3, 416, 416), np.float32))
+
+
+def test_without_the_kernel_pixels_fail_clearly_and_boxes_still_work(monkeypatch, dog_rgb):
+    monkeypatch.setattr(geometry, "_letterbox", None)
+    monkeypatch.setattr(geometry, "_KERNEL_ERROR", "not built (test)")
+    assert geometry.native_kernel_error() == "not built (test)"
+    with pytest.raises(RuntimeError, match="not built"):
+        letterbox_uint8(dog_rgb, 416, 416)
+    lb = letterbox_params(768, 576, 416, 416)
+    assert unletterbox_boxes(np.array([[208.0, 208.0, 416.0, 312.0]]), lb).shape == (1, 4)

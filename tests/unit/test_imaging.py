@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import struct
 import time
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import GifImagePlugin, Image, ImageFile, ImageOps
 
 from yolo_contract.errors import BadRequest, PayloadTooLarge, ServingError, UnsupportedMediaType
-from transformer.imaging import decode_image, sniff_format
+from transformer.imaging import decode_image, decode_image_view, sniff_format
 
 pytestmark = pytest.mark.unit
 
@@ -476,3 +477,46 @@ def test_fuzz_only_typed_errors_escape(data):
     event("decoded")
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
     assert out.shape[0] * out.shape[1] <= 1_000_000
+
+
+# --- zero-copy view of the decoded pixels (decode_image_view) ------------------------------------
+
+
+def test_view_is_a_read_only_view_of_pillows_rgbx_memory(dog_bytes):
+    view = decode_image_view(dog_bytes)
+    assert view.shape == (576, 768, 3) and view.dtype == np.uint8
+    assert view.strides == (768 * 4, 4, 1)  # Pillow's 4-byte pixels, not a packed copy
+    assert not view.flags.writeable
+    assert np.array_equal(view, pillow_rgb(dog_bytes))
+    dense = decode_image(dog_bytes)
+    assert dense.flags.c_contiguous and np.array_equal(dense, view)
+
+
+def test_view_outlives_the_decoder_and_later_decodes(dog_bytes):
+    view = decode_image_view(dog_bytes)
+    expected = pillow_rgb(dog_bytes)
+    other = encode(Image.fromarray(np.full((576, 768, 3), 9, np.uint8)), "PNG")
+    for _ in range(20):  # same-size images reuse freed pixel memory if ours had been released
+        assert (decode_image_view(other) == 9).all()
+    gc.collect()
+    assert np.array_equal(view, expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_view_applies_exif_orientation_as_strides(orientation):
+    data = oriented(orientation, "PNG")
+    with Image.open(io.BytesIO(data)) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    view = decode_image_view(data)
+    assert np.array_equal(view, expected)
+    assert 4 in np.abs(view.strides)  # still the RGBX memory, rotated by strides only
+
+
+def test_images_over_one_pillow_block_are_copied_correctly():
+    """Pillow exports only single-block pixel memory (16 MB); larger images take the copy path."""
+    rng = np.random.default_rng(3)
+    arr = np.repeat(rng.integers(0, 256, (2100, 1, 3), dtype=np.uint8), 2100, axis=1)  # 17.6 MB as RGBX
+    data = encode(Image.fromarray(arr), "PNG", compress_level=1)
+    view = decode_image_view(data)
+    assert view.shape == (2100, 2100, 3) and view.strides[1] == 3  # packed copy, not RGBX memory
+    assert np.array_equal(view, arr)
