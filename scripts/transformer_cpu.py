@@ -33,12 +33,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-try:  # the bench tooling's package once it left the SDK
-    from yolo_devtools.benchmark import percentile
-    from yolo_devtools.stack import LocalStack
-except ImportError:  # checkouts from before the move
-    from sdk_client.benchmark import percentile
-    from sdk_client.stack import LocalStack
+from yolo_devtools.benchmark import percentile  # noqa: E402
+from yolo_devtools.stack import LocalStack  # noqa: E402
 from yolo_contract.observability import parse_server_timing  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -58,8 +58,8 @@ def _wait_all_ready(server: ServerProcess, names=NAMES, timeout: float = 60.0) -
 
 @pytest.fixture(scope="module")
 def repo_stack(repo_dir, tmp_path_factory):
-    """One predictor serving the repository, one transformer in front (sdk_client.stack)."""
-    from sdk_client.stack import LocalStack
+    """One predictor serving the repository, one transformer in front (yolo_devtools.stack)."""
+    from yolo_devtools.stack import LocalStack
 
     with LocalStack(repo_dir, predictor_args=["--threads", "1"], log_dir=str(tmp_path_factory.mktemp("repo-stack"))) as stack:
         for server in (stack.predictor, stack.transformer):
