@@ -18,8 +18,9 @@ libdarknet.so):
   Darknet: it reads mish as ReLU and ignores route groups and scale_x_y.
 
     .venv/bin/python scripts/darknet_references.py --pjreddie ../darknet-pj --alexeyab ../darknet-ab \\
-        --pjreddie-version "pjreddie/darknet f6afaabc" --alexeyab-version "AlexeyAB/darknet 59596d78"
-    .venv/bin/python scripts/darknet_references.py ... --models yolov2-tiny --out /tmp/check  # compare
+        --pjreddie-version "pjreddie/darknet f6afaabc... (make: GPU=0 ... OPENCV=0 OPENMP=0, gcc 12.2 -Ofast)" \\
+        --alexeyab-version "AlexeyAB/darknet 59596d78... (make LIBSO=1 ... AVX=0 OPENMP=0, gcc 12.2 -Ofast)"
+    .venv/bin/python scripts/darknet_references.py ... --models yolov2-tiny --out "$(mktemp -d)"  # then diff -r
 
 Semantics reproduced (call chains through the library, not parsed CLI output):
 
@@ -33,6 +34,11 @@ Semantics reproduced (call chains through the library, not parsed CLI output):
   relative=1, letter), then do_nms_sort or diounms_sort(nms_kind, beta_nms) per the LAST
   detection layer with nms=.45; entries = every class with prob > thresh; boxes relative x image
   size.
+
+Checks on every run: weightgen's view of the cfg (conv specs and layer graph) must equal Darknet's
+parsed network, and the per-image counts must equal the ``name: NN%`` lines printed by the CLI
+``darknet detector test`` at the same threshold (AlexeyAB: the lower threshold; pjreddie: the CLI
+variant), when the Darknet tree has its ``darknet`` binary.
 
 Tensor references run at a reduced square size (fully convolutional; set at load time by parsing a
 temporary copy of the cfg whose [net] width/height are changed, the committed cfg is untouched).

@@ -11,7 +11,6 @@
 
 #ifdef DN_ALEXEYAB
 /* exported by AlexeyAB's libdarknet.so but not declared in its include/darknet.h */
-int resize_network(network *net, int w, int h);
 image load_image(char *filename, int w, int h, int c);
 network parse_network_cfg_custom(char *filename, int batch, int time_steps);
 #endif
@@ -79,7 +78,6 @@ network *dn_parse(char *cfg) {
 #endif
 }
 
-int dn_resize(network *net, int w, int h) { return resize_network(net, w, h); }
 int dn_num_layers(network *net) { return net->n; }
 int dn_net_w(network *net) { return net->w; }
 int dn_net_h(network *net) { return net->h; }
