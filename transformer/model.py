@@ -31,6 +31,7 @@ from transformer import geometry, imaging, payload
 from transformer.settings import TransformerSettings
 from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
+from yolo_contract.classes import resolve_class_filter
 from yolo_contract.errors import (
     BadRequest,
     Overloaded,
@@ -283,12 +284,13 @@ class ImageTransformer(Model):
             parsed = payload.parse_v1(body, headers, s.max_batch_images)
             images, raw_params = parsed.images, parsed.parameters
         payload.check_total_size(images, s.max_body_bytes)
-        params = T.coerce_parameters(raw_params)
-        fmt = str(T.plain_value(raw_params.get("format", "json")))
-        if fmt not in payload.FORMATS:
-            raise BadRequest(f'parameter "format" must be one of {", ".join(payload.FORMATS)}')
-        clip = str(T.plain_value(raw_params.get("clip", "false"))).lower() in ("true", "1")
+        params = T.coerce_parameters(raw_params, T.PUBLIC_PARAMETER_NAMES)
+        fmt, clip = payload.response_options(raw_params)
         info = await self._model_info()
+        if params.get("class_filter") and info.classes:
+            # refused here, before any image is decoded; the predictor checks again (the authority)
+            ids = resolve_class_filter(params["class_filter"], info.classes, self.name)
+            params["class_filter"] = tuple(info.classes[i] for i in ids)
         loop = asyncio.get_running_loop()
         tensor, letterboxes, timings = await loop.run_in_executor(None, self._prepare, images, info)
         return Batch(images, info, tensor, letterboxes, params, fmt, protocol,
