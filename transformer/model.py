@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -107,6 +108,8 @@ class PredictorLink:
         self.models: dict[str, ImageTransformer] = {}
         #: ``register(model)`` adds a model to the running server (set by ``__main__``)
         self.register = None
+        #: Decodes and prepares uploads; its size bounds decode memory (``--decode_threads``).
+        self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
     @property
     def client(self) -> InferenceGRPCClient:
@@ -292,7 +295,7 @@ class ImageTransformer(Model):
             ids = resolve_class_filter(params["class_filter"], info.classes, self.name)
             params["class_filter"] = tuple(info.classes[i] for i in ids)
         loop = asyncio.get_running_loop()
-        tensor, letterboxes, timings = await loop.run_in_executor(None, self._prepare, images, info)
+        tensor, letterboxes, timings = await loop.run_in_executor(self.link.decoder, self._prepare, images, info)
         return Batch(images, info, tensor, letterboxes, params, fmt, protocol,
                      headers.get(T.REQUEST_ID_HEADER, ""), timings, clip)
 
@@ -310,6 +313,7 @@ class ImageTransformer(Model):
             t1 = time.perf_counter()
             METRICS.image_pixels.labels(self.name).observe(rgb.shape[0] * rgb.shape[1])
             tensor[i], lb = prepare(rgb, w, h, info.preprocess)
+            del rgb  # one decoded image at a time (a 64 MP photo is ~190 MB of pixels)
             letterboxes.append(lb)
             t_decode += t1 - t0
             t_letterbox += time.perf_counter() - t1
@@ -356,7 +360,7 @@ class ImageTransformer(Model):
                 t_retry = time.perf_counter()
                 batch.info = self.info
                 loop = asyncio.get_running_loop()
-                batch.tensor, batch.letterboxes, again = await loop.run_in_executor(None, self._prepare, batch.images, batch.info)
+                batch.tensor, batch.letterboxes, again = await loop.run_in_executor(self.link.decoder, self._prepare, batch.images, batch.info)
                 for stage, seconds in again.items():
                     batch.timings[stage] = batch.timings.get(stage, 0.0) + seconds
                 batch.timings["retry"] = batch.timings.get("retry", 0.0) + time.perf_counter() - t_retry
