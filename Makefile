@@ -10,6 +10,7 @@ HTTP_PORT ?= 8080
 PREDICTOR_HTTP_PORT ?= 8085
 PREDICTOR_GRPC_PORT ?= 8086
 TRANSFORMER_GRPC_PORT ?= 8081
+HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
 .PHONY: all venv model serve test test-unit test-component bench lint clean
@@ -28,7 +29,7 @@ model: venv
 	$(PY) -m predictor.fetch --dest $(MODEL_DIR)
 
 serve: model
-	@$(VENV)/bin/yolo-kserve serve --model-dir $(MODEL_DIR) --port $(HTTP_PORT) --grpc-port $(TRANSFORMER_GRPC_PORT) --predictor-port $(PREDICTOR_HTTP_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT)
+	@$(VENV)/bin/yolo-kserve serve --model-dir $(MODEL_DIR) --port $(HTTP_PORT) --grpc-port $(TRANSFORMER_GRPC_PORT) --predictor-port $(PREDICTOR_HTTP_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT) --host $(HOST) $(if $(VERBOSE),--verbose)
 
 test: model
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

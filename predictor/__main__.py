@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from yolo_contract.serving import HttpLimits, configure_logging, serve
 
-    configure_logging(settings.log_config_file, json_logs=settings.json_logs)
+    configure_logging(settings.log_config_file, json_logs=settings.json_logs, verbose=settings.verbose)
     log = logging.getLogger("predictor")
 
     from predictor.darknet import ModelFormatError
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         limits=HttpLimits(max_body_bytes=settings.max_body_bytes),
         grpc_max_message_bytes=settings.max_body_bytes,
         configure=register_aliases,
+        http_host=settings.http_host,
+        grpc_host=settings.grpc_host,
     )
     return 0
 

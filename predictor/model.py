@@ -29,6 +29,7 @@ from predictor.settings import PredictorSettings
 from predictor.yolo import DecodeParams
 from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
+from yolo_contract.classes import resolve_class_filter
 from yolo_contract.errors import BadRequest, PreprocessMismatch, ServingError
 from yolo_contract.observability import METRICS, format_server_timing
 
@@ -148,17 +149,12 @@ class YoloV3Predictor(Model):
 
     # ------------------------------------------------------------------ request handling
     def _decode_params(self, raw: object) -> DecodeParams:
-        p = T.coerce_parameters(raw)
+        p = T.coerce_parameters(raw, T.PREDICTOR_PARAMETER_NAMES)
         s, info = self.settings, self.info
         class_ids = None
         if p.get("class_filter"):
-            unknown = [n for n in p["class_filter"] if n not in self.names]
-            if unknown:
-                # request data is never echoed back (log/response hygiene): count, don't quote
-                raise BadRequest(
-                    f"class_filter has {len(unknown)} name(s) that are not among this model's {len(self.names)} classes"
-                )
-            class_ids = frozenset(self.names.index(n) for n in p["class_filter"])
+            # the authority (the transformer checked the same way against our ModelInfo)
+            class_ids = frozenset(resolve_class_filter(p["class_filter"], self.names, self.name))
         return _decode_params(
             confidence=p.get("confidence", info.confidence),
             iou_threshold=p.get("iou_threshold", info.iou_threshold),

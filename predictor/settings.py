@@ -61,6 +61,12 @@ class PredictorSettings:
     confidence: float | None = None
     iou_threshold: float | None = None
     max_detections: int = 300
+    #: Also log KServe's per-request trace lines, gRPC call lines and library warnings.
+    verbose: bool = False
+    #: Addresses the REST and gRPC ports listen on: every interface (KServe's), as a pod needs;
+    #: the local stack (``yolo-kserve serve``, ``make serve``) passes 127.0.0.1.
+    http_host: str = "0.0.0.0"
+    grpc_host: str = "[::]"
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = True

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformer.payload import rewrite_request
     from yolo_contract.serving import HttpLimits, configure_logging, serve
 
-    configure_logging(settings.log_config_file, json_logs=settings.json_logs)
+    configure_logging(settings.log_config_file, json_logs=settings.json_logs, verbose=settings.verbose)
     model = ImageTransformer(settings)
     model.load()
     serve(
@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port=settings.grpc_port,
         enable_grpc=settings.enable_grpc,
         grace_period=settings.grace_period,
-        limits=HttpLimits(settings.max_body_bytes, settings.body_read_timeout_seconds),
+        limits=HttpLimits(settings.max_body_bytes, settings.body_read_timeout_seconds, settings.max_inflight_bytes),
+        http_host=settings.http_host,
+        grpc_host=settings.grpc_host,
         grpc_max_message_bytes=settings.max_body_bytes,
         rewrite=rewrite_request,
         # the predictor's other model names are registered as they are described

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -31,6 +32,7 @@ from transformer import geometry, imaging, payload
 from transformer.settings import TransformerSettings
 from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
+from yolo_contract.classes import resolve_class_filter
 from yolo_contract.errors import (
     BadRequest,
     Overloaded,
@@ -106,6 +108,8 @@ class PredictorLink:
         self.models: dict[str, ImageTransformer] = {}
         #: ``register(model)`` adds a model to the running server (set by ``__main__``)
         self.register = None
+        #: Decodes and prepares uploads; its size bounds decode memory (``--decode_threads``).
+        self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
 
     @property
     def client(self) -> InferenceGRPCClient:
@@ -285,14 +289,15 @@ class ImageTransformer(Model):
             parsed = payload.parse_v1(body, headers, s.max_batch_images)
             images, raw_params = parsed.images, parsed.parameters
         payload.check_total_size(images, s.max_body_bytes)
-        params = T.coerce_parameters(raw_params)
-        fmt = str(T.plain_value(raw_params.get("format", "json")))
-        if fmt not in payload.FORMATS:
-            raise BadRequest(f'parameter "format" must be one of {", ".join(payload.FORMATS)}')
-        clip = str(T.plain_value(raw_params.get("clip", "false"))).lower() in ("true", "1")
+        params = T.coerce_parameters(raw_params, T.PUBLIC_PARAMETER_NAMES)
+        fmt, clip = payload.response_options(raw_params)
         info = await self._model_info()
+        if params.get("class_filter") and info.classes:
+            # refused here, before any image is decoded; the predictor checks again (the authority)
+            ids = resolve_class_filter(params["class_filter"], info.classes, self.name)
+            params["class_filter"] = tuple(info.classes[i] for i in ids)
         loop = asyncio.get_running_loop()
-        tensor, letterboxes, timings = await loop.run_in_executor(None, self._prepare, images, info)
+        tensor, letterboxes, timings = await loop.run_in_executor(self.link.decoder, self._prepare, images, info)
         return Batch(images, info, tensor, letterboxes, params, fmt, protocol,
                      headers.get(T.REQUEST_ID_HEADER, ""), timings, clip)
 
@@ -309,6 +314,7 @@ class ImageTransformer(Model):
             t1 = time.perf_counter()
             METRICS.image_pixels.labels(self.name).observe(rgb.shape[0] * rgb.shape[1])
             _, lb = geometry.preprocess(rgb, w, h, info.preprocess, out=tensor[i])  # uint8 or float32, as tensor
+            del rgb  # one decoded image at a time (a 64 MP photo is ~190 MB of pixels)
             letterboxes.append(lb)
             t_decode += t1 - t0
             t_letterbox += time.perf_counter() - t1
@@ -355,7 +361,7 @@ class ImageTransformer(Model):
                 t_retry = time.perf_counter()
                 batch.info = self.info
                 loop = asyncio.get_running_loop()
-                batch.tensor, batch.letterboxes, again = await loop.run_in_executor(None, self._prepare, batch.images, batch.info)
+                batch.tensor, batch.letterboxes, again = await loop.run_in_executor(self.link.decoder, self._prepare, batch.images, batch.info)
                 for stage, seconds in again.items():
                     batch.timings[stage] = batch.timings.get(stage, 0.0) + seconds
                 batch.timings["retry"] = batch.timings.get("retry", 0.0) + time.perf_counter() - t_retry

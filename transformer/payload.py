@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from yolo_contract.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from yolo_contract.tensors import QUERY_HEADER
+from yolo_contract.tensors import PUBLIC_PARAMETER_NAMES, QUERY_HEADER, plain_value
 
 FORMATS = ("json", "seed")
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "application/x-image")
@@ -67,7 +67,7 @@ def _check_count(n: int, max_images: int) -> None:
 
 def parse_v1(payload: object, headers: dict[str, str], max_images: int) -> ParsedRequest:
     """A v1 ``:predict`` body (dict from JSON, or raw bytes) -> images + raw parameters."""
-    query = dict(parse_qsl(headers.get(QUERY_HEADER, ""), keep_blank_values=False))
+    query = query_parameters(headers.get(QUERY_HEADER, ""))
     if isinstance(payload, (bytes, bytearray)):
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype in ("application/x-www-form-urlencoded", "text/plain") and bytes(payload).lstrip()[:1] == b"{":
@@ -99,6 +99,29 @@ def parse_v1(payload: object, headers: dict[str, str], max_images: int) -> Parse
     if not isinstance(params, dict):
         raise BadRequest('"parameters" must be an object')
     return ParsedRequest([_instance_bytes(x, i) for i, x in enumerate(instances)], {**query, **params})
+
+
+def query_parameters(query: str) -> dict[str, str]:
+    """Parameters of a query string. A parameter of ours given empty (``?confidence=``) is left out,
+    as if absent; any other empty key stays, so that a misspelt one is refused by name."""
+    known = (*PUBLIC_PARAMETER_NAMES, "model_version")  # an empty model_version is no version
+    return {k: v for k, v in parse_qsl(query, keep_blank_values=True) if v or k not in known}
+
+
+def response_options(raw: dict) -> tuple[str, bool]:
+    """``(format, clip)`` from the request parameters (``yolo_contract.tensors.RESPONSE_PARAMETERS``); 400 if invalid."""
+    fmt = plain_value(raw.get("format"))
+    fmt = "json" if fmt is None else fmt
+    if fmt not in FORMATS:
+        raise BadRequest(f'parameter "format" must be one of {", ".join(FORMATS)}')
+    clip = plain_value(raw.get("clip"))
+    if clip is None or isinstance(clip, bool):
+        return fmt, bool(clip)
+    if str(clip).strip().lower() in ("true", "1"):
+        return fmt, True
+    if str(clip).strip().lower() in ("false", "0", ""):
+        return fmt, False
+    raise BadRequest('parameter "clip" must be true or false')
 
 
 def _multipart_images(body: bytes, content_type: str) -> list[bytes]:

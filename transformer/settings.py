@@ -25,10 +25,18 @@ class TransformerSettings:
     predictor_request_timeout_seconds: float = 30.0
     #: Transformer readiness also requires the predictor's model to be ready.
     enable_predictor_health_check: bool = False
-    #: Largest request body in bytes (413 above).
-    max_body_bytes: int = 16 * 1024 * 1024
-    #: Largest decoded image in pixels, checked from the header before decoding (413 above).
-    max_pixels: int = 40_000_000
+    #: Largest request body in bytes (413 above): a 64 MP phone JPEG (~15-30 MB) raw, or ~30 MB
+    #: as base64 JSON.
+    max_body_bytes: int = 40 * 1024 * 1024
+    #: Request body bytes received and held at once, all requests together; a request that would
+    #: go over is answered 503 + Retry-After (bounds memory however many clients upload at once).
+    max_inflight_bytes: int = 128 * 1024 * 1024
+    #: Largest decoded image in pixels, checked from the header before decoding (413 above): every
+    #: phone camera up to 64 MP sensors (9248 x 6936). Decoding costs ~10 bytes per pixel at peak.
+    max_pixels: int = 70_000_000
+    #: Images decoded at once (a dedicated thread pool): peak decode memory is about
+    #: ``decode_threads * 10 B * max_pixels`` (2 x 700 MB at the defaults).
+    decode_threads: int = 2
     #: Images per request at most (400 above).
     max_batch_images: int = 8
     #: Requests processed at once; more are answered 503 + Retry-After immediately.
@@ -41,6 +49,12 @@ class TransformerSettings:
     json_logs: bool = False
     #: KServe's logging config file (yaml/json/ini), if any.
     log_config_file: str | None = None
+    #: Also log KServe's per-request trace lines, gRPC call lines and library warnings.
+    verbose: bool = False
+    #: Addresses the REST and gRPC ports listen on: every interface (KServe's), as a pod needs;
+    #: the local stack (``yolo-kserve serve``, ``make serve``) passes 127.0.0.1.
+    http_host: str = "0.0.0.0"
+    grpc_host: str = "[::]"
     http_port: int = 8080
     grpc_port: int = 8081
     enable_grpc: bool = True
@@ -60,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         predictor_protocol=d.predictor_protocol,
         predictor_request_timeout_seconds=d.predictor_request_timeout_seconds,
     )
-    p.add_argument("--max_pixels", type=int, default=d.max_pixels)
+    p.add_argument("--max_pixels", type=int, default=d.max_pixels, help="largest image in pixels (413 above)")
+    p.add_argument("--max_inflight_bytes", type=int, default=d.max_inflight_bytes,
+                   help="request body bytes held at once, all requests together (503 above)")
+    p.add_argument("--decode_threads", type=int, default=d.decode_threads, help="images decoded at once")
     p.add_argument("--max_batch_images", type=int, default=d.max_batch_images)
     p.add_argument("--max_inflight", type=int, default=d.max_inflight)
     p.add_argument("--body_read_timeout_seconds", type=float, default=d.body_read_timeout_seconds)
@@ -73,8 +90,10 @@ def _check(s: TransformerSettings) -> None:
         raise ValueError("--predictor_host is required")
     if s.predictor_protocol != "grpc-v2":
         raise ValueError("--predictor_protocol must be grpc-v2 (the predictor contract is gRPC v2)")
-    if min(s.max_body_bytes, s.max_pixels, s.max_batch_images, s.max_inflight) < 1:
+    if min(s.max_body_bytes, s.max_pixels, s.max_batch_images, s.max_inflight, s.decode_threads) < 1:
         raise ValueError("limits must be >= 1")
+    if s.max_inflight_bytes < s.max_body_bytes:
+        raise ValueError("--max_inflight_bytes must be at least --max_body_bytes")
 
 
 def parse_settings(argv: list[str] | None = None) -> TransformerSettings:

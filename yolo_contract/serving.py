@@ -3,11 +3,16 @@
 One place maps typed errors to responses, and one ASGI middleware gives every request:
   * an ``x-request-id`` (kept if sent, generated if not), echoed in the response, logged once
     with its outcome;
-  * a body-size cap (``Content-Length`` check plus a streaming byte count) -> 413, and a body-read
-    deadline for slow clients -> 408;
+  * a body-size cap (``Content-Length`` check plus a streaming byte count) -> 413, a budget of body
+    bytes held by all requests together -> 503 + Retry-After, and a body-read deadline for slow
+    clients -> 408;
   * a refusal of the model-repository API (``/v2/repository/...``): the served model cannot be
     unloaded from outside, so readiness never lies;
   * rejected-request counting by reason.
+
+Also here: the API page and request examples (``yolo_contract.api_docs``), the listening addresses
+(:func:`bind_hosts`), a quiet console (:func:`configure_logging`), and every patch of a KServe
+internal, each through :func:`_patch`, which fails at start if KServe no longer has it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import struct
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -49,6 +55,12 @@ def component_parser(prog: str, description: str, defaults) -> argparse.Argument
     p.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes, help="largest request body (413 above)")
     p.add_argument("--grace_period", type=int, default=defaults.grace_period, help="seconds SIGTERM waits for in-flight work")
     p.add_argument("--json_logs", action="store_true", help="log one JSON object per line")
+    p.add_argument("--verbose", action="store_true",
+                   help="also log KServe's per-request trace lines and gRPC calls, and library warnings")
+    p.add_argument("--http_host", default=defaults.http_host,
+                   help="address the REST port listens on (default %(default)s: every interface)")
+    p.add_argument("--grpc_host", default=defaults.grpc_host,
+                   help="address the gRPC port listens on (default %(default)s: every interface)")
     return p
 
 
@@ -71,6 +83,9 @@ class HttpLimits:
     max_body_bytes: int = 16 * 1024 * 1024
     #: Seconds a client has to send its whole body.
     body_read_timeout_seconds: float = 15.0
+    #: Body bytes received and held by all requests together (0 = no budget); a request that
+    #: would go over is answered 503 + Retry-After.
+    max_inflight_bytes: int = 0
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -114,6 +129,62 @@ async def _internal_error_handler(request: Request, exc: Exception) -> JSONRespo
     return error_response(500, "internal server error")
 
 
+def _patch(owner, name: str, value) -> None:
+    """Replace ``owner.<name>``, a KServe internal we work around, failing at start (not at the
+    first request, and never silently) if this KServe no longer has it."""
+    if not hasattr(owner, name):
+        raise RuntimeError(f"{getattr(owner, '__name__', owner)}.{name} is missing: "
+                           "yolo_contract.serving patches it, for KServe 0.21")
+    setattr(owner, name, value)
+
+
+#: What KServe 0.21 listens on, hard-coded: ``uvicorn.Config(host="0.0.0.0")`` in ``RESTServer``
+#: and ``f"[::]:{port}"`` in ``GRPCServer.start`` (no host flag).
+KSERVE_HTTP_HOST, KSERVE_GRPC_HOST = "0.0.0.0", "[::]"
+
+
+def _grpc_address(host: str, port: str) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def bind_hosts(http_host: str, grpc_host: str) -> None:
+    """Make KServe's REST and gRPC servers listen on ``http_host`` / ``grpc_host`` (the one place
+    that patches the addresses; KServe's own values leave everything as it is)."""
+    import kserve.model_server as kms
+    import kserve.protocol.grpc.server as kgrpc
+
+    if http_host != KSERVE_HTTP_HOST:
+        base = kms.RESTServer
+
+        class RESTServer(base):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                if self.config.host != KSERVE_HTTP_HOST:
+                    raise RuntimeError(f"KServe's REST server no longer listens on {KSERVE_HTTP_HOST}: update bind_hosts")
+                self.config.host = http_host
+
+        _patch(kms, "RESTServer", RESTServer)
+    if grpc_host != KSERVE_GRPC_HOST:
+        aio = kgrpc.aio
+
+        def server(*args, **kwargs):
+            srv = aio.server(*args, **kwargs)
+            add_port = srv.add_insecure_port
+
+            def add_insecure_port(address: str) -> int:
+                prefix = KSERVE_GRPC_HOST + ":"
+                if not address.startswith(prefix):
+                    raise RuntimeError(f"KServe's gRPC server no longer listens on {KSERVE_GRPC_HOST}: update bind_hosts")
+                address = _grpc_address(grpc_host, address[len(prefix):])
+                logger.info("gRPC listening on %s", address)
+                return add_port(address)
+
+            srv.add_insecure_port = add_insecure_port
+            return srv
+
+        _patch(kgrpc, "aio", type("aio", (), {"server": staticmethod(server)}))
+
+
 def _guard_v2_decode() -> None:
     """KServe decodes v2 REST bodies (binary extension included) before any model code runs, and a
     header that does not match its binary data (shape vs. byte count, a non-integer size, missing
@@ -136,24 +207,27 @@ def _guard_v2_decode() -> None:
             raise BadRequest("malformed v2 inference request: tensor header and data do not match") from e
 
     decode_inference_request._yolo_guarded = True
-    DataPlane.decode_inference_request = decode_inference_request
+    _patch(DataPlane, "decode_inference_request", decode_inference_request)
 
 
-def install(app: FastAPI, component: str, limits: HttpLimits, rewrite=None) -> None:
-    """Install error mapping and the request middleware on KServe's FastAPI ``app``.
+def install(app: FastAPI, component: str, limits: HttpLimits, rewrite=None, model_name: str = "model") -> None:
+    """Install error mapping, the request middleware and the API page on KServe's FastAPI ``app``.
 
     Must run before ``ModelServer.start``. KServe registers its own handlers later; the only one
     it shares a key with is ``Exception``, which we replace at the source.
     """
     import kserve.protocol.rest.server as kserve_rest
 
+    from yolo_contract import api_docs
+
     app.add_exception_handler(ServingError, _serving_error_handler(component))
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
-    kserve_rest.generic_exception_handler = _internal_error_handler
-    kserve_rest.inference_error_handler = _kserve_decode_error_handler
+    _patch(kserve_rest, "generic_exception_handler", _internal_error_handler)
+    _patch(kserve_rest, "inference_error_handler", _kserve_decode_error_handler)
     _guard_v2_decode()
     app.add_middleware(RequestMiddleware, component=component, limits=limits, rewrite=rewrite)
+    api_docs.install(app, component, model_name)
 
 
 class RequestMiddleware:
@@ -165,6 +239,8 @@ class RequestMiddleware:
         self.limits = limits
         #: optional ``rewrite(path, headers, body) -> (headers, body)`` for request bodies
         self.rewrite = rewrite
+        #: body bytes received and held by the requests in progress (``limits.max_inflight_bytes``)
+        self.inflight_bytes = 0
 
     async def _send_json(self, send, status: int, message: str, request_id: str, extra=()) -> None:
         body = orjson.dumps({"error": message})
@@ -205,6 +281,7 @@ class RequestMiddleware:
             scope = dict(scope, headers=[*headers, *extra_headers])
         path, method = scope.get("path", ""), scope.get("method", "GET")
         status_box = {"status": 0}
+        held = 0
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
@@ -237,14 +314,20 @@ class RequestMiddleware:
                     413, "too_large", f"request body exceeds {self.limits.max_body_bytes} bytes"
                     if content_length > 0 else "invalid Content-Length"
                 )
+            budget = self.limits.max_inflight_bytes
+            if budget and content_length and self.inflight_bytes + content_length > budget:
+                return await reject(*_BUSY)
             if method in ("POST", "PUT", "PATCH"):
                 body = await self._read_body(receive)
                 if isinstance(body, int):
                     if body == 413:
                         return await reject(PayloadTooLarge.http_status, PayloadTooLarge.reason, f"request body exceeds {self.limits.max_body_bytes} bytes")
+                    if body == 503:
+                        return await reject(*_BUSY)
                     return await reject(RequestTimeout.http_status, RequestTimeout.reason, "request body not received in time", ((b"connection", b"close"),))
                 if body is None:
                     return  # client disconnected
+                held = len(body)  # counted in self.inflight_bytes until the answer is sent
                 if self.rewrite is not None:
                     try:
                         new_headers, body = self.rewrite(path, scope["headers"], body)
@@ -255,6 +338,7 @@ class RequestMiddleware:
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.inflight_bytes -= held
             access_logger.info(
                 "%s %s %s %d %.1fms",
                 request_id,
@@ -265,26 +349,39 @@ class RequestMiddleware:
             )
 
     async def _read_body(self, receive) -> bytes | int | None:
-        """The whole body, 413 if over the cap, 408 past the deadline, None on disconnect."""
+        """The whole body, 413 if over the cap, 503 over the in-flight byte budget, 408 past the
+        deadline, None on disconnect. A body returned stays counted in ``inflight_bytes``."""
         chunks, size = [], 0
+        budget = self.limits.max_inflight_bytes
         deadline = time.monotonic() + self.limits.body_read_timeout_seconds
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return 408
-            try:
-                message = await asyncio.wait_for(receive(), timeout=remaining)
-            except asyncio.TimeoutError:
-                return 408
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                return 413
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return 408
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=remaining)
+                except asyncio.TimeoutError:
+                    return 408
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                self.inflight_bytes += len(chunk)
+                if size > self.limits.max_body_bytes:
+                    return 413
+                if budget and self.inflight_bytes > budget:
+                    return 503
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    size = 0  # handed over: the caller releases it
+                    return b"".join(chunks)
+        finally:
+            self.inflight_bytes -= size
+
+
+#: (status, reason, message, headers) of a request refused because too much body data is in flight.
+_BUSY = (503, "overloaded", "server busy: too much request data in flight; retry later", ((b"retry-after", b"1"),))
 
 
 def _asks_for_version(path: str, query: bytes) -> bool:
@@ -320,8 +417,24 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
-def configure_logging(log_config_file: str | None = None, json_logs: bool = False) -> None:
-    """KServe's logging config plus our loggers (``predictor``, ``transformer``, ``yolo_kserve``)."""
+def _per_request_kserve_line(record: logging.LogRecord) -> bool:
+    """Lines KServe logs per request, kept only with ``--verbose``: its gRPC interceptor's line per
+    call ("grpc method: ..."), and the traceback its REST error handlers log for every client-facing
+    error (404 unknown model, 503 not ready while a probe waits, 400 invalid input), whose status
+    our access line already records. (Its handlers of server errors are replaced by ours.)"""
+    if record.funcName == "intercept_service":
+        return False
+    return not (record.module == "errors" and record.funcName.endswith("_handler"))
+
+
+def configure_logging(log_config_file: str | None = None, json_logs: bool = False, verbose: bool = False) -> None:
+    """KServe's logging config plus our loggers (``predictor``, ``transformer``, ``yolo_kserve``).
+
+    Quiet by default: one line per HTTP request at most (our access line, with its request id) and
+    none per gRPC call. ``verbose`` keeps KServe's per-request timing lines (``kserve.trace``), its
+    gRPC call lines and library warnings (FastAPI warns about KServe's ORJSONResponse on every
+    request once image decoding has reset the warning registry).
+    """
     from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
     from kserve.logging import configure_logging as kserve_configure
 
@@ -341,15 +454,21 @@ def configure_logging(log_config_file: str | None = None, json_logs: bool = Fals
                 h.setFormatter(_JsonFormatter())
     # our access line carries the request id; uvicorn's would duplicate it
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+        logging.getLogger("kserve").addFilter(_per_request_kserve_line)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"ORJSONResponse is deprecated")
 
 
 def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc: bool, grace_period: int,
           limits: HttpLimits, predictor_config=None, grpc_max_message_bytes: int | None = None, rewrite=None,
-          configure=None) -> None:
+          configure=None, http_host: str = KSERVE_HTTP_HOST, grpc_host: str = KSERVE_GRPC_HOST) -> None:
     """Install the shared wiring on KServe's app and run ``ModelServer`` with one worker.
 
     ``model`` is one model or a list; ``configure(server)``, if given, runs just before the server
-    starts (e.g. to register aliases)."""
+    starts (e.g. to register aliases). The REST and gRPC ports listen on ``http_host`` and
+    ``grpc_host`` (KServe's every-interface defaults unless given)."""
     import kserve.model_server as kms
     from kserve import ModelServer
     from kserve.model_server import app
@@ -360,7 +479,9 @@ def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc:
             if getattr(kms.args, key) == kms.MAX_GRPC_MESSAGE_LENGTH:
                 setattr(kms.args, key, grpc_max_message_bytes)
 
-    install(app, component, limits, rewrite)
+    models = model if isinstance(model, list) else [model]
+    install(app, component, limits, rewrite, model_name=models[0].name)
+    bind_hosts(http_host, grpc_host)
     server = ModelServer(
         http_port=http_port,
         grpc_port=grpc_port,
@@ -376,7 +497,7 @@ def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc:
     model_metadata.install(app, server.dataplane)
     if configure is not None:
         configure(server)
-    server.start(model if isinstance(model, list) else [model])
+    server.start(models)
 
 
 def _ReadOnlyRepository(registry):

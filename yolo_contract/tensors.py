@@ -34,6 +34,7 @@ Describe exchange (how the transformer learns the model; see ``yolo_contract.mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 INPUT_IMAGES = "images"
 #: Optional FP32 [N, 4] input: where each image lies inside the network input (see above).
@@ -63,7 +64,7 @@ PARAMETERS = (
     ParamSpec("confidence", float, 0.5, "keep (box, class) pairs with objectness*class > confidence (>= 0.001)"),
     ParamSpec("iou_threshold", float, 0.45, "NMS IoU threshold"),
     ParamSpec("max_detections", int, 300, "at most this many rows per image (highest confidence first)"),
-    ParamSpec("class_filter", str, "", "comma-separated class names to keep; empty keeps all"),
+    ParamSpec("class_filter", str, "", "class names (case-insensitive) or ids to keep, a list or comma-separated; empty keeps all"),
     ParamSpec("nms", str, "agnostic", "'agnostic' (do_nms_obj), 'per_class' (do_nms_sort) or 'diou' (AlexeyAB's diounms_sort)"),
 )
 #: Defaults of ``confidence``, ``iou_threshold`` and ``nms`` are the model's own (its ModelInfo:
@@ -90,12 +91,16 @@ def plain_value(value: object) -> object:
     return value
 
 
-def coerce_parameters(raw: object) -> dict[str, object]:
+def coerce_parameters(raw: object, accepted: Sequence[str] | None = None) -> dict[str, object]:
     """Validate and normalise per-request parameters (REST dict or gRPC parameter map).
 
-    Unknown keys are ignored (KServe and clients add their own, e.g. ``binary_data_output``).
-    ``class_filter`` may be a list of names or a comma-separated string; it comes back as a
-    tuple of names (empty = no filter). Raises :class:`yolo_contract.errors.BadRequest`.
+    ``accepted`` are the names this API takes (default: the predictor's,
+    :data:`PREDICTOR_PARAMETER_NAMES`; the transformer passes :data:`PUBLIC_PARAMETER_NAMES`); the
+    keys clients add on their own (:data:`PROTOCOL_PARAMETERS`) are always accepted, and any other
+    key is refused, naming it and the valid names (a misspelt ``confidnce`` is never ignored).
+    ``class_filter`` may be a list of names/ids or a comma-separated string; it comes back as a tuple
+    of names and ids (empty = no filter), resolved against a model by
+    :func:`yolo_contract.classes.resolve_class_filter`. Raises :class:`yolo_contract.errors.BadRequest`.
     """
     from yolo_contract.errors import BadRequest
 
@@ -103,6 +108,7 @@ def coerce_parameters(raw: object) -> dict[str, object]:
         return {}
     if not hasattr(raw, "items"):
         raise BadRequest('"parameters" must be an object')
+    check_parameter_names(raw, PREDICTOR_PARAMETER_NAMES if accepted is None else accepted)
     out: dict[str, object] = {}
     for spec in PARAMETERS:
         if spec.name not in raw:
@@ -111,13 +117,7 @@ def coerce_parameters(raw: object) -> dict[str, object]:
         if value is None:
             continue
         if spec.name == "class_filter":
-            if isinstance(value, str):
-                names = [v.strip() for v in value.split(",")]
-            elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                names = [v.strip() for v in value]
-            else:
-                raise BadRequest('"class_filter" must be a list of class names or a comma-separated string')
-            out["class_filter"] = tuple(n for n in names if n)
+            out["class_filter"] = _class_filter_items(value)
             continue
         try:
             if spec.type is float:
@@ -143,6 +143,39 @@ def coerce_parameters(raw: object) -> dict[str, object]:
         out[spec.name] = value
     return out
 
+
+def _class_filter_items(value: object) -> tuple[str | int, ...]:
+    """A class filter as a tuple of stripped names and int ids (see :func:`coerce_parameters`)."""
+    from yolo_contract.errors import BadRequest
+
+    def item(v: object) -> str | int:
+        if isinstance(v, str):
+            return v.strip()
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        raise BadRequest('"class_filter" must be a list of class names or ids, or a comma-separated string')
+
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = [item(v) for v in value]
+    else:
+        items = [item(value)]
+    return tuple(v for v in items if v != "")
+
+
+def check_parameter_names(raw: object, accepted: Sequence[str]) -> None:
+    """Refuse (400) request parameters that are neither ``accepted`` nor :data:`PROTOCOL_PARAMETERS`,
+    naming them (cut short), what was probably meant, and the valid names."""
+    from yolo_contract.classes import unknown_names_message
+    from yolo_contract.errors import BadRequest
+
+    unknown = [k for k in raw.keys() if k not in accepted and k not in PROTOCOL_PARAMETERS]
+    if unknown:
+        message = unknown_names_message("parameter", [str(k) for k in unknown], accepted, PARAMETER_ALIASES)
+        raise BadRequest(f"{message}; "
+                         f"valid parameters: {', '.join(accepted)}")
+
 #: Response parameter in which the predictor returns its stage timings (Server-Timing syntax).
 SERVER_TIMING_PARAMETER = "server_timing"
 #: Response parameter naming the version of the model that answered.
@@ -156,6 +189,27 @@ PREPROCESS_MODES = ("letterbox", "resize")
 DESCRIBE_PARAMETER = "describe"
 OUTPUT_MODEL_INFO = "model_info"
 
+# Which request parameters each API accepts, declared once. Anything else is refused (400) by
+# :func:`coerce_parameters`, naming the unknown key and the valid ones.
+
+#: Parameters of the transformer's public API that shape its answer (never sent to the predictor):
+#: ``format`` (``json`` or the tutorial's ``seed``) and ``clip`` (boxes clipped to the image).
+RESPONSE_PARAMETERS = ("format", "clip")
+#: Keys inference clients and KServe put in request parameters on their own (the v2 binary tensor
+#: extension): accepted by every API, never interpreted. (gRPC metadata such as KServe's
+#: ``request_type``/``response_type`` is not a parameter.)
+PROTOCOL_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size")
+#: What the transformer adds to its predictor calls (the describe exchange, how it prepared the
+#: tensor, and the model version it prepared for); not part of the public API.
+INTERNAL_PARAMETERS = (PREPROCESS_PARAMETER, DESCRIBE_PARAMETER, MODEL_VERSION_PARAMETER)
+#: Names other detectors' APIs use (Ultralytics, Roboflow): suggested, never accepted.
+PARAMETER_ALIASES = {"conf": "confidence", "iou": "iou_threshold", "classes": "class_filter",
+                     "max_det": "max_detections", "overlap": "iou_threshold"}
+#: The transformer's public API (v1 body/query string, v2 REST, gRPC).
+PUBLIC_PARAMETER_NAMES = (*(p.name for p in PARAMETERS), *RESPONSE_PARAMETERS)
+#: The predictor's v2 REST and gRPC API.
+PREDICTOR_PARAMETER_NAMES = (*(p.name for p in PARAMETERS), *INTERNAL_PARAMETERS)
+
 
 def to_wire_parameters(params: dict[str, object]) -> dict[str, object]:
     """Coerced parameters -> values KServe can put in a gRPC ``InferParameter`` (its proto has no
@@ -165,7 +219,7 @@ def to_wire_parameters(params: dict[str, object]) -> dict[str, object]:
         if isinstance(value, float):
             out[key] = repr(value)
         elif isinstance(value, tuple):
-            out[key] = ",".join(value)
+            out[key] = ",".join(str(v) for v in value)
         else:
             out[key] = value
     return out

@@ -33,6 +33,8 @@ __all__ = ["LocalStack", "ServerProcess", "StackAddresses", "StackError", "Stack
            "predictor_process", "transformer_process", "serve"]
 
 LOOPBACK = "127.0.0.1"
+#: Host values that mean every interface.
+ANY_HOST = ("0.0.0.0", "::", "[::]", "")
 DEFAULT_MODEL_NAME = "yolov3"
 
 
@@ -79,26 +81,35 @@ def ports_in_use(ports: Sequence[int]) -> list[int]:
 
 
 class ServerProcess:
-    """One ``python -m <module>`` server on loopback ports, logging to ``log_path``."""
+    """One ``python -m <module>`` server listening on ``host`` (loopback unless told otherwise),
+    logging to ``log_path``."""
 
-    def __init__(self, module: str, args: Sequence[str], log_path: Path, http_port: int, grpc_port: int):
+    def __init__(self, module: str, args: Sequence[str], log_path: Path, http_port: int, grpc_port: int,
+                 host: str = LOOPBACK):
         self.module, self.args, self.log_path = module, list(args), Path(log_path)
         self.http_port, self.grpc_port = http_port, grpc_port
+        self.host = host
         self.proc: subprocess.Popen | None = None
         self._log = None
 
     @property
+    def _connect_host(self) -> str:
+        if self.host in ANY_HOST:
+            return LOOPBACK
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"http://{self._connect_host}:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
+        return f"{self._connect_host}:{self.grpc_port}"
 
     @property
     def command(self) -> list[str]:
         return [sys.executable, "-m", self.module, "--http_port", str(self.http_port),
-                "--grpc_port", str(self.grpc_port), *self.args]
+                "--grpc_port", str(self.grpc_port), "--http_host", self.host, "--grpc_host", self.host, *self.args]
 
     def start(self) -> "ServerProcess":
         self._log = open(self.log_path, "ab")
@@ -156,25 +167,24 @@ class ServerProcess:
 
 def predictor_process(model_dir: str | os.PathLike, log_dir: Path, *extra: str,
                       model_name: str = DEFAULT_MODEL_NAME,
-                      ports: Sequence[int] | None = None) -> ServerProcess:
+                      ports: Sequence[int] | None = None, host: str = LOOPBACK) -> ServerProcess:
     """A ``python -m predictor`` serving ``model_dir`` (not started), logging to ``log_dir``."""
     http_port, grpc_port = ports or free_ports(2)
     return ServerProcess(
         "predictor",
-        ["--model_name", model_name, "--model_dir", str(model_dir), "--enable_latency_logging", "false", *extra],
-        Path(log_dir) / f"predictor-{http_port}.log", http_port, grpc_port)
+        ["--model_name", model_name, "--model_dir", str(model_dir), *extra],
+        Path(log_dir) / f"predictor-{http_port}.log", http_port, grpc_port, host)
 
 
 def transformer_process(predictor_grpc: str, log_dir: Path, *extra: str,
                         model_name: str = DEFAULT_MODEL_NAME,
-                        ports: Sequence[int] | None = None) -> ServerProcess:
+                        ports: Sequence[int] | None = None, host: str = LOOPBACK) -> ServerProcess:
     """A ``python -m transformer`` calling the predictor at ``predictor_grpc`` over grpc-v2 (not started)."""
     http_port, grpc_port = ports or free_ports(2)
     return ServerProcess(
         "transformer",
-        ["--model_name", model_name, "--predictor_host", predictor_grpc, "--predictor_protocol", "grpc-v2",
-         "--enable_latency_logging", "false", *extra],
-        Path(log_dir) / f"transformer-{http_port}.log", http_port, grpc_port)
+        ["--model_name", model_name, "--predictor_host", predictor_grpc, "--predictor_protocol", "grpc-v2", *extra],
+        Path(log_dir) / f"transformer-{http_port}.log", http_port, grpc_port, host)
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -222,7 +232,8 @@ class StackAddresses:
 
 
 class LocalStack(StackAddresses):
-    """Predictor (grpc) + transformer (REST and gRPC) serving ``model_dir`` on loopback.
+    """Predictor (grpc) + transformer (REST and gRPC) serving ``model_dir``, listening on ``host``:
+    loopback unless told otherwise (the servers have no authentication), e.g. ``host="0.0.0.0"``.
 
     Example::
 
@@ -234,8 +245,11 @@ class LocalStack(StackAddresses):
     def __init__(self, model_dir: str | os.PathLike, *, model_name: str = DEFAULT_MODEL_NAME,
                  ports: StackPorts | None = None,
                  predictor_args: Sequence[str] = (), transformer_args: Sequence[str] = (),
-                 ready_timeout: float = 120.0, stop_grace: float = 35.0, log_dir: str | None = None):
+                 ready_timeout: float = 120.0, stop_grace: float = 35.0, log_dir: str | None = None,
+                 host: str = LOOPBACK, verbose: bool = False):
         self.model_dir = str(model_dir)
+        self.host = host
+        self.verbose = verbose
         self.model_name = model_name
         self.ports = ports
         self.predictor_args, self.transformer_args = list(predictor_args), list(transformer_args)
@@ -271,14 +285,15 @@ class LocalStack(StackAddresses):
             self.log_dir = Path(self._log_dir_arg or tempfile.mkdtemp(prefix="yolo-kserve-stack-"))
             ports = self.ports or StackPorts.free()
             ready = f"/v2/models/{self.model_name}/ready"
-            self.predictor = predictor_process(self.model_dir, self.log_dir, *self.predictor_args,
-                                               model_name=self.model_name,
+            verbose = ["--verbose"] if self.verbose else []
+            self.predictor = predictor_process(self.model_dir, self.log_dir, *verbose, *self.predictor_args,
+                                               model_name=self.model_name, host=self.host,
                                                ports=(ports.predictor_http, ports.predictor_grpc))
             self.predictor.start()
             self.predictor.wait_ready(ready, self.ready_timeout)
             self.transformer = transformer_process(
-                self.predictor.grpc_target, self.log_dir, "--enable_predictor_health_check", *self.transformer_args,
-                model_name=self.model_name, ports=(ports.http, ports.grpc))
+                self.predictor.grpc_target, self.log_dir, "--enable_predictor_health_check", *verbose,
+                *self.transformer_args, model_name=self.model_name, host=self.host, ports=(ports.http, ports.grpc))
             self.transformer.start()
             self.transformer.wait_ready(ready, self.ready_timeout)
         except BaseException:
@@ -333,11 +348,15 @@ class LocalStack(StackAddresses):
 def banner(stack: LocalStack) -> str:
     """What ``serve`` prints once both servers are ready."""
     t, p = stack.transformer, stack.predictor
+    where = ("this machine only (--host to change)" if stack.host == LOOPBACK else
+             f"{stack.host}: reachable from the network, with no authentication")
     return (
         f"\nyolo-kserve is serving {stack.model_dir} as model {stack.model_name!r} "
         "(Ctrl-C stops both servers):\n"
         f"  transformer REST  {t.url}   (gRPC {t.grpc_target})\n"
         f"  predictor         {p.url}   (gRPC {p.grpc_target})\n"
+        f"  listening on      {where}\n"
+        f"  API page          {t.url}/docs\n"
         f"  logs              {stack.log_dir}\n\n"
         "Try:\n"
         f"  yolo-kserve detect tests/data/images/dog.jpg --url {t.url}\n"

@@ -41,6 +41,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="predictor REST port (default: %(default)s)")
     p.add_argument("--predictor-grpc-port", type=argtypes.port, default=8086, metavar="N",
                    help="predictor gRPC port (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="address all four ports listen on (default: %(default)s, this machine only; "
+                   "0.0.0.0 exposes the servers, which have no authentication, to the network)")
+    p.add_argument("--verbose", action="store_true",
+                   help="servers also log KServe's per-request lines and library warnings")
     p.add_argument("--threads", type=argtypes.non_negative_int, default=0, metavar="N",
                    help="predictor inference threads (default: 0 = all CPUs available)")
     p.add_argument("--predictor-arg", action="append", default=[], metavar="ARG",
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         predictor_args += ["--threads", str(args.threads)]
     stack = LocalStack(args.model_dir, model_name=args.model_name, ports=StackPorts(*ports),
-                       predictor_args=predictor_args, transformer_args=args.transformer_arg)
+                       predictor_args=predictor_args, transformer_args=args.transformer_arg,
+                       host=args.host, verbose=args.verbose)
     return serve(stack, out=sys.stdout, err=sys.stderr, prog=PROG)
 
 

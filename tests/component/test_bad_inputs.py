@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests import imagegen
+from transformer.settings import TransformerSettings
 
 pytestmark = [pytest.mark.component, pytest.mark.model]
 
@@ -33,6 +34,8 @@ def v2(data: list, shape=None, datatype="BYTES", name="images") -> dict:
 
 
 TRUNCATED = imagegen.dog_jpeg()[:60_000]
+#: the transformer's default body cap (the session stack runs with the defaults)
+MAX_BODY = TransformerSettings().max_body_bytes
 
 CASES = {
     # row 1: empty body, non-JSON
@@ -48,12 +51,18 @@ CASES = {
     "bad_parameters": ("POST", PREDICT, {"json": {"instances": [b64(imagegen.dog_jpeg())], "parameters": {"confidence": 7}}}, 400),
     "bad_format": ("POST", PREDICT, {"json": {"instances": [b64(imagegen.dog_jpeg())], "parameters": {"format": "xml"}}}, 400),
     "unknown_class": ("POST", f"{PREDICT}?class_filter=unicorn", raw(imagegen.dog_jpeg()), 400),
+    "class_id_out_of_range": ("POST", PREDICT, {"json": {"instances": [b64(imagegen.dog_jpeg())], "parameters": {"class_filter": [-1]}}}, 400),
+    "class_filter_object": ("POST", PREDICT, {"json": {"instances": [b64(imagegen.dog_jpeg())], "parameters": {"class_filter": {"a": 1}}}}, 400),
+    "unknown_parameter": ("POST", f"{PREDICT}?confidnce=0.9", raw(imagegen.dog_jpeg()), 400),
+    "unknown_json_parameter": ("POST", PREDICT, {"json": {"instances": [b64(imagegen.dog_jpeg())], "parameters": {"conf": 0.9}}}, 400),
+    "bad_clip": ("POST", f"{PREDICT}?clip=maybe", raw(imagegen.dog_jpeg()), 400),
     # rows 3-5: v2 shape / count / datatype
     "v2_missing_inputs": ("POST", INFER, {"json": {"outputs": []}}, 400),
     "v2_wrong_name": ("POST", INFER, v2([b64(imagegen.dog_jpeg())], name="pixels"), 400),
     "v2_wrong_datatype": ("POST", INFER, v2([1, 2, 3], datatype="FP32"), 400),
     "v2_count_mismatch": ("POST", INFER, v2([b64(imagegen.dog_jpeg())], shape=[2]), 400),
     "v2_unknown_datatype": ("POST", INFER, v2(["a"], datatype="WEIRD"), 400),
+    "v2_unknown_parameter": ("POST", INFER, {"json": {**v2([b64(imagegen.dog_jpeg())])["json"], "parameters": {"confidnce": 0.9}}}, 400),
     # row 6: base64 that is not base64
     "bad_base64": ("POST", PREDICT, {"json": {"instances": [{"b64": "@@@not-base64@@@"}]}}, 400),
     "v2_bad_base64": ("POST", INFER, v2(["%%%"]), 400),
@@ -70,7 +79,7 @@ CASES = {
     "pdf": ("POST", PREDICT, raw(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", "application/octet-stream"), 415),
     "eps": ("POST", PREDICT, raw(b"%!PS-Adobe-3.0 EPSF-3.0\n", "application/octet-stream"), 415),
     # row 18: body over the cap
-    "huge_body": ("POST", PREDICT, raw(b"\xff" * (17 * 1024 * 1024)), 413),
+    "huge_body": ("POST", PREDICT, raw(b"\xff" * (MAX_BODY + 1)), 413),
     # row 19: too many images
     "too_many_images": ("POST", PREDICT, v1(*[imagegen.dog_jpeg()] * 9), 400),
     # row 20: unknown model
@@ -155,7 +164,7 @@ def test_request_data_never_reaches_logs_or_error_bodies(live_stack, client):
 
 def test_chunked_body_over_the_cap_is_cut_off_with_413(live_stack, client):
     def chunks():  # no Content-Length: the streaming byte count must catch it
-        for _ in range(17):
+        for _ in range(MAX_BODY // (1024 * 1024) + 1):
             yield b"\xff" * (1024 * 1024)
 
     r = client.post(PREDICT, content=chunks(), headers={"content-type": "image/jpeg"})
