@@ -1,6 +1,7 @@
 """YOLOv3 decoding and NMS with Darknet's exact semantics (numpy only).
 
-Mirrors pjreddie/darknet ``get_yolo_detections`` + ``do_nms_obj`` (class-agnostic, the default) or
+Each head decodes its own raw tensor (``Head.candidates``); this module mirrors pjreddie/darknet
+``get_yolo_detections`` + ``do_nms_obj`` (class-agnostic, the default) or
 ``do_nms_sort`` (per class), followed by python/darknet.py's "one row per class with prob > 0,
 sorted by -prob". Boxes stay in network-input pixels (centre/size); mapping back to the original
 image is the transformer's job (``transformer.geometry.unletterbox_boxes``). IoU is invariant under
@@ -10,10 +11,11 @@ that axis-aligned map, so NMS here gives Darknet's result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from predictor.darknet import YoloLayer
+from predictor.darknet import Head
 
 
 #: Safety bound on boxes entering NMS (greedy NMS is quadratic). Real models at the lowest accepted
@@ -31,53 +33,23 @@ class DecodeParams:
     per_class_nms: bool = False
 
 
-def _logistic(x: np.ndarray) -> np.ndarray:
-    # darknet: 1./(1. + exp(-x)) evaluated in double, stored as float
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
-
-
 def candidates(
-    outputs: list[np.ndarray], layers: list[YoloLayer], net_w: int, net_h: int, thresh: float
+    outputs: Sequence[np.ndarray], heads: Sequence[Head], net_w: int, net_h: int, thresh: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Darknet's detections of ONE image with objectness > thresh.
 
     Args:
-        outputs: per yolo layer, the raw logits ``[masks*(5+C), H, W]`` of one image.
-        layers: the matching :class:`YoloLayer` definitions.
+        outputs: per head, its raw input ``[channels, H, W]`` of one image.
+        heads: the matching :class:`predictor.darknet.Head` layers; each decodes its own tensor.
         net_w, net_h: the network input size the logits were computed at.
 
     Returns:
         ``boxes [M,4]`` (cx, cy, w, h in input pixels), ``objectness [M]``, ``probs [M,C]`` with
         Darknet's zeroing of ``obj*cls <= thresh``; rows in Darknet's order (layer, cell, anchor).
     """
-    all_boxes, all_obj, all_probs = [], [], []
-    for raw, layer in zip(outputs, layers):
-        a, c = len(layer.mask), layer.classes
-        _, h, w = raw.shape
-        # (A, 5+C, H, W) -> (H, W, A, 5+C): darknet visits cells row-major, then anchor slots
-        t = raw.reshape(a, 5 + c, h, w).transpose(2, 3, 0, 1).reshape(h * w * a, 5 + c)
-        obj = _logistic(t[:, 4])
-        keep = np.nonzero(obj > np.float32(thresh))[0]
-        if keep.size == 0:
-            continue
-        t = t[keep]
-        cell, slot = np.divmod(keep, a)
-        row, col = np.divmod(cell, w)
-        anchors = np.asarray(layer.masked_anchors, np.float32)[slot]
-        xy = _logistic(t[:, 0:2])
-        boxes = np.empty((keep.size, 4), np.float32)
-        boxes[:, 0] = (col.astype(np.float32) + xy[:, 0]) / np.float32(w) * np.float32(net_w)
-        boxes[:, 1] = (row.astype(np.float32) + xy[:, 1]) / np.float32(h) * np.float32(net_h)
-        boxes[:, 2:4] = np.exp(t[:, 2:4].astype(np.float64)).astype(np.float32) * anchors
-        probs = obj[keep, None] * _logistic(t[:, 5:])
-        probs[probs <= np.float32(thresh)] = 0
-        all_boxes.append(boxes)
-        all_obj.append(obj[keep])
-        all_probs.append(probs)
-    if not all_boxes:
-        c = layers[0].classes
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, c), np.float32)
-    return np.concatenate(all_boxes), np.concatenate(all_obj), np.concatenate(all_probs)
+    parts = [head.candidates(raw, net_w, net_h, thresh) for raw, head in zip(outputs, heads)]
+    boxes = np.concatenate([p[0] for p in parts]) * np.array([net_w, net_h, net_w, net_h], np.float32)
+    return boxes, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -125,7 +97,7 @@ def nms_per_class(boxes: np.ndarray, probs: np.ndarray, iou_threshold: float) ->
 
 
 def detect(
-    outputs: list[np.ndarray], layers: list[YoloLayer], net_w: int, net_h: int, params: DecodeParams
+    outputs: Sequence[np.ndarray], heads: Sequence[Head], net_w: int, net_h: int, params: DecodeParams
 ) -> np.ndarray:
     """Detections of one image as rows ``[cx, cy, w, h, confidence, class_id]`` (float32), sorted by
     descending confidence, at most ``params.max_detections`` rows.
@@ -133,7 +105,7 @@ def detect(
     One box can yield several rows (one per class above the threshold), exactly like Darknet.
     A class filter applies after NMS, so the result is always a subset of the unfiltered one.
     """
-    boxes, obj, probs = candidates(outputs, layers, net_w, net_h, params.confidence)
+    boxes, obj, probs = candidates(outputs, heads, net_w, net_h, params.confidence)
     if boxes.shape[0] > MAX_NMS_CANDIDATES:
         keep = np.sort(np.argsort(-obj, kind="stable")[:MAX_NMS_CANDIDATES])
         boxes, obj, probs = boxes[keep], obj[keep], probs[keep]

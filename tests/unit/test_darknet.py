@@ -106,7 +106,7 @@ def test_find_model_files(tmp_path):
         ("truncated", r"expected 35434956 bytes .* found 35000000 bytes \(truncated\)"),
         ("trailing", r"found 35434960 bytes \(trailing data\)"),
         ("names_mismatch", r"79 class names, but the cfg's \[yolo\] layers have classes=80"),
-        ("unknown_layer", r"unknown layer type \[lstm\]"),
+        ("unknown_layer", r"unknown layer type \[lstm\] \(layer 24\)"),
         ("bad_route", r"does not point to an earlier layer"),
         ("bad_activation", r"unsupported activation 'swishy'"),
         ("huge_filters", r"option 'filters'=99999999 outside"),
@@ -166,3 +166,13 @@ def test_cfg_syntax_errors(tmp_path):
         bad.write_text(text)
         with pytest.raises(ModelFormatError, match=expect):
             darknet.parse_cfg(bad)
+
+
+def test_options_nobody_reads_are_refused_and_training_options_accepted(tmp_path):
+    cfg = tmp_path / "c.cfg"
+    text = TINY_CFG.read_text()
+    cfg.write_text(text.replace("classes=80", "classes=80\nscale_x_y=1.05", 1))
+    with pytest.raises(ModelFormatError, match=r"\[yolo\] unknown option 'scale_x_y': refusing rather than ignoring"):
+        darknet.parse_cfg(cfg)  # a cfg must never load with an inference option ignored
+    cfg.write_text(text.replace("classes=80", "classes=80\nmax=90", 1).replace("filters=16", "filters=16\nstopbackward=1", 1))
+    assert len(darknet.parse_cfg(cfg).layers) == 24
