@@ -126,7 +126,7 @@ class YoloV3Predictor(Model):
             iou_threshold=p.get("iou_threshold", s.iou_threshold),
             max_detections=p.get("max_detections", s.max_detections),
             class_ids=class_ids,
-            per_class_nms=p.get("nms") == "per_class",
+            nms=p.get("nms", "agnostic"),
         )
 
     def _images(self, payload: InferRequest) -> np.ndarray:

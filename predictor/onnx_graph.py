@@ -2,12 +2,15 @@
 
 The graph takes ``images`` FP32 ``[N, 3, H, W]`` RGB in [0, 1] (batch, height and width dynamic;
 H and W multiples of 32) and returns the raw input of each detection layer, one output per head
-named ``yolo<index>`` (:attr:`Head.output_name`), ``[N, channels, H/stride, W/stride]``.
-Batch-norm is folded into the convolutions (see :func:`predictor.darknet.load_weights`); decoding
-and NMS happen in :mod:`predictor.yolo`, so the graph stays a plain CNN that any runtime can run. Each layer class emits its own nodes (``Layer.emit``) through :class:`OnnxBuilder`.
+named ``yolo<index>`` or ``region<index>`` (:attr:`Head.output_name`), ``[N, channels, H/stride,
+W/stride]``. Batch-norm is folded into the convolutions (see :func:`predictor.darknet.load_weights`);
+decoding and NMS happen in :mod:`predictor.yolo`, so the graph stays a plain CNN that any runtime
+can run. Each layer class emits its own nodes (``Layer.emit``) through :class:`OnnxBuilder`.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -39,8 +42,12 @@ class OnnxBuilder:
         return name
 
 
-def build_onnx(network: Network) -> onnx.ModelProto:
-    """Return the ONNX model for ``network`` (weights must be loaded)."""
+def build_onnx(network: Network, probes: Sequence[int] = ()) -> onnx.ModelProto:
+    """Return the ONNX model for ``network`` (weights must be loaded).
+
+    ``probes``: layer indices whose outputs are ALSO returned, after the heads, as ``layer<i>``
+    (for checking intermediate tensors against Darknet; the served graph has none).
+    """
     g = OnnxBuilder()
     outs: list[str] = []  # tensor name of each layer's output
     current = INPUT_NAME
@@ -51,6 +58,8 @@ def build_onnx(network: Network) -> onnx.ModelProto:
         helper.make_tensor_value_info(head.output_name, TensorProto.FLOAT, ["N", head.channels, None, None])
         for head in network.heads
     ]
+    for i in probes:
+        outputs.append(helper.make_tensor_value_info(g.op("Identity", [outs[i]], f"layer{i}"), TensorProto.FLOAT, None))
     graph = helper.make_graph(
         g.nodes,
         "darknet",

@@ -48,7 +48,7 @@ PARAMETERS = (
     ParamSpec("iou_threshold", float, 0.45, "NMS IoU threshold"),
     ParamSpec("max_detections", int, 300, "at most this many rows per image (highest confidence first)"),
     ParamSpec("class_filter", str, "", "comma-separated class names to keep; empty keeps all"),
-    ParamSpec("nms", str, "agnostic", "'agnostic' (Darknet's do_nms_obj) or 'per_class' (do_nms_sort)"),
+    ParamSpec("nms", str, "agnostic", "'agnostic' (do_nms_obj), 'per_class' (do_nms_sort) or 'diou' (AlexeyAB diounms_sort)"),
 )
 #: Lower bounds of float parameters: below 0.001 (the usual mAP threshold) nearly every cell and
 #: class becomes a candidate and NMS cost explodes (a request could occupy the engine for seconds).
@@ -114,11 +114,11 @@ def coerce_parameters(raw: object) -> dict[str, object]:
                     raise ValueError
             else:
                 value = str(value)
-                if spec.name == "nms" and value not in ("agnostic", "per_class"):
+                if spec.name == "nms" and value not in ("agnostic", "per_class", "diou"):
                     raise ValueError
         except (TypeError, ValueError) as e:
             low = MIN_CONFIDENCE.get(spec.name, 0)
-            bounds = {float: f"a number in [{low:g}, 1]", int: "an integer in [0, 10000]"}.get(spec.type, "'agnostic' or 'per_class'")
+            bounds = {float: f"a number in [{low:g}, 1]", int: "an integer in [0, 10000]"}.get(spec.type, "'agnostic', 'per_class' or 'diou'")
             raise BadRequest(f'parameter "{spec.name}" must be {bounds}') from e
         out[spec.name] = value
     return out

@@ -1,6 +1,7 @@
 """Darknet model files: ``.cfg`` parser, ``.weights`` reader and ``.names`` reader (numpy only).
 
-Semantics follow pjreddie/darknet (src/parser.c, src/*_layer.c).
+Semantics follow pjreddie/darknet and AlexeyAB/darknet (src/parser.c, src/*_layer.c); see
+:mod:`predictor.darknet.network` for how the two lineages are told apart and what each means.
 Every refusal raises :class:`ModelFormatError` with one message naming the file and what is
 wrong. Model files are data, not code: every size read from the cfg is bounded before anything
 is allocated. Layer kinds live in :mod:`predictor.darknet.layers`, one module each.
@@ -9,6 +10,7 @@ is allocated. Layer kinds live in :mod:`predictor.darknet.layers`, one module ea
 from __future__ import annotations
 
 from predictor.darknet.cfg import (
+    LINEAGES,
     MAX_CLASSES,
     MAX_FILTERS,
     MAX_INPUT_SIZE,
@@ -23,15 +25,18 @@ from predictor.darknet.layers import (
     Head,
     Layer,
     MaxPoolLayer,
+    RegionLayer,
+    ReorgLayer,
     RouteLayer,
     ShortcutLayer,
     UpsampleLayer,
     YoloLayer,
 )
 from predictor.darknet.network import Network, parse_cfg
-from predictor.darknet.weights import load_weights, weights_header_size, write_random_weights
+from predictor.darknet.weights import ConvSpec, conv_specs, load_weights, weights_header_size, write_random_weights
 
 __all__ = [
+    "LINEAGES",
     "MAX_CLASSES",
     "MAX_FILTERS",
     "MAX_INPUT_SIZE",
@@ -39,16 +44,20 @@ __all__ = [
     "MAX_LAYERS",
     "MAX_PARAMS",
     "ConvLayer",
+    "ConvSpec",
     "Head",
     "Layer",
     "MaxPoolLayer",
     "ModelFiles",
     "ModelFormatError",
     "Network",
+    "RegionLayer",
+    "ReorgLayer",
     "RouteLayer",
     "ShortcutLayer",
     "UpsampleLayer",
     "YoloLayer",
+    "conv_specs",
     "find_model_files",
     "load_weights",
     "parse_cfg",

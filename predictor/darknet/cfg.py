@@ -16,7 +16,9 @@ MAX_FILTERS = 16384
 MAX_KERNEL = 15
 MAX_CLASSES = 100_000
 MAX_INPUT_SIZE = 4096
-MAX_PARAMS = 500_000_000  # floats; full YOLOv3 has 62 M
+MAX_PARAMS = 500_000_000  # floats; full YOLOv4 has 64 M
+
+LINEAGES = ("pjreddie", "alexeyab")
 
 
 class ModelFormatError(ValueError):
@@ -75,6 +77,8 @@ class Options:
         self.path, self.section, self.index = path, section, index
         self.name, self.lineno, self.opts = section.name, section.lineno, section.options
         self.read: set[str] = set()
+        #: value-level signs that the cfg was written for AlexeyAB Darknet: (line, what)
+        self.alexeyab_features: list[tuple[int, str]] = []
 
     def err(self, msg: str, key: str | None = None) -> ModelFormatError:
         line = self.section.lines.get(key, self.lineno) if key else self.lineno
@@ -121,7 +125,7 @@ class Options:
 
     def floats(self, key: str) -> list[float]:
         self.read.add(key)
-        raw = self.opts.get(key, "")
+        raw = self.opts.get(key, "").split("#")[0]  # AlexeyAB stops reading anchors at '#'
         try:
             return [float(v) for v in raw.split(",") if v.strip()]
         except ValueError as e:
@@ -154,3 +158,7 @@ class Options:
         if not 0 <= j < self.index:
             raise self.err(f"layer reference {ref} does not point to an earlier layer (layer {self.index})", key)
         return j
+
+    def alexeyab(self, what: str, key: str) -> None:
+        """Record a value only AlexeyAB Darknet understands (e.g. ``activation=mish``)."""
+        self.alexeyab_features.append((self.section.lines.get(key, self.lineno), what))

@@ -21,7 +21,7 @@ def read_names(names_path: str | os.PathLike, classes: int | None = None) -> lis
     while names and not names[-1]:
         names.pop()
     if classes is not None and len(names) != classes:
-        raise ModelFormatError(f"{path}: {len(names)} class names, but the cfg's [yolo] layers have classes={classes}")
+        raise ModelFormatError(f"{path}: {len(names)} class names, but the cfg's detection layers have classes={classes}")
     return names
 
 

@@ -1,7 +1,8 @@
-"""Darknet ``.weights``: reading (batch norm folded), the layout, a test generator.
+"""Darknet ``.weights``: reading (batch norm folded per lineage), the layout, a test generator.
 
 File layout (parser.c ``load_weights_upto``): int32 major, minor, revision, then ``seen`` (int64
-from format 0.2 on, int32 before), then for each conv layer in cfg order: biases [filters], if batch_normalize scales, rolling_mean, rolling_variance
+from format 0.2 on, int32 before: yolov2.weights has a 16-byte header), then for each conv layer in
+cfg order: biases [filters], if batch_normalize scales, rolling_mean, rolling_variance
 [filters each], then weights [filters, in/groups, size, size], all float32.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
+
 import numpy as np
 
 from predictor.darknet.cfg import ModelFormatError
@@ -16,16 +19,49 @@ from predictor.darknet.layers import ShortcutLayer
 from predictor.darknet.network import Network
 
 
+class ConvSpec(NamedTuple):
+    """One conv layer as the weights file stores it (see :func:`conv_specs`)."""
+
+    index: int  # layer index in the cfg
+    filters: int
+    channels_per_group: int  # in_channels // groups
+    size: int
+    batch_normalize: bool
+    head: bool  # its output is the input of a [yolo]/[region] layer
+
+    @property
+    def n_params(self) -> int:
+        n = self.filters * (1 + self.channels_per_group * self.size * self.size)
+        return n + (3 * self.filters if self.batch_normalize else 0)
+
+
+def conv_specs(network: Network) -> list[ConvSpec]:
+    """The conv layers in weights-file order, with what a weights generator needs."""
+    feeds_head = {head.index - 1 for head in network.heads}
+    return [
+        ConvSpec(c.index, c.filters, c.in_channels // c.groups, c.size, c.batch_normalize, c.index in feeds_head)
+        for c in network.conv_layers
+    ]
+
+
 def weights_header_size(major: int, minor: int) -> int:
     """Darknet stores ``seen`` as int64 from format 0.2 on (parser.c load_weights_upto)."""
     return 12 + (8 if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000 else 4)
 
 
+def batchnorm_factor(network: Network, scales: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """``scale / std`` as the network's Darknet computes it: pjreddie ``normalize_cpu``
+    ``sqrt(var) + 1e-6``; AlexeyAB ``fuse_conv_batchnorm`` ``sqrt(var + 1e-5)``."""
+    if network.lineage == "alexeyab":
+        return scales / np.sqrt(variance + 1e-5)
+    return scales / (np.sqrt(variance) + 1e-6)
+
+
 def load_weights(network: Network, weights_path: str | os.PathLike) -> Network:
     """Read a Darknet ``.weights`` file into ``network``'s conv layers, folding batch-norm.
 
-    The file size must be exactly header + 4 bytes x the cfg's parameter count.
-    Folding follows darknet's normalize_cpu: ``scale * (x - mean) / (sqrt(var) + 1e-6) + bias``.
+    The file size must be exactly header + 4 bytes x the cfg's parameter count. Folding:
+    ``w * factor``, ``bias - mean * factor`` with the lineage's :func:`batchnorm_factor`.
     """
     path = Path(weights_path)
     try:
@@ -63,7 +99,7 @@ def load_weights(network: Network, weights_path: str | os.PathLike) -> Network:
         k = conv.in_channels // conv.groups
         w = take(n * k * conv.size * conv.size).astype(np.float64).reshape(n, k, conv.size, conv.size)
         if conv.batch_normalize:
-            factor = scales / (np.sqrt(var) + 1e-6)
+            factor = batchnorm_factor(network, scales, var)
             w = w * factor[:, None, None, None]
             bias = bias - mean * factor
         if not (np.isfinite(w).all() and np.isfinite(bias).all()):
@@ -84,10 +120,10 @@ def write_random_weights(network: Network, weights_path: str | os.PathLike, seed
     rng = np.random.default_rng(seed)
     closes_residual = {layer.index - 1 for layer in network.layers if isinstance(layer, ShortcutLayer)}
     chunks = [np.array([0, 2, 0], "<i4").tobytes(), np.array([0], "<i8").tobytes()]
-    for conv in network.conv_layers:
-        n, fan_in = conv.filters, conv.in_channels // conv.groups * conv.size * conv.size
-        gain = 0.9 * (0.3 if conv.index in closes_residual else 1.0)
-        if conv.batch_normalize:
+    for spec in conv_specs(network):
+        n, fan_in = spec.filters, spec.channels_per_group * spec.size * spec.size
+        gain = 0.9 * (0.3 if spec.index in closes_residual else 1.0)
+        if spec.batch_normalize:
             parts = [
                 rng.normal(0, 0.02, n),
                 rng.uniform(0.9, 1.1, n),
@@ -104,4 +140,4 @@ def write_random_weights(network: Network, weights_path: str | os.PathLike, seed
     return len(blob)
 
 
-__all__ = ["load_weights", "weights_header_size", "write_random_weights"]
+__all__ = ["ConvSpec", "batchnorm_factor", "conv_specs", "load_weights", "weights_header_size", "write_random_weights"]

@@ -18,8 +18,12 @@ from predictor.darknet.cfg import ModelFormatError, Options
 
 Shape = tuple[int, int, int]  # (channels, height, width)
 
-#: options any layer may carry that only matter for training
+#: options any layer may carry that only matter for training (read by both Darknets)
 GENERIC_TRAINING = frozenset({"stopbackward", "onlyforward", "learning_rate", "dontsave", "smooth", "truth"})
+#: the same, read only by AlexeyAB (their presence marks an AlexeyAB cfg)
+GENERIC_TRAINING_ALEXEYAB = frozenset(
+    {"clip", "dont_update", "burnin_update", "train_only_bn", "stream", "wait_stream"}
+)
 
 
 class GraphBuilder(Protocol):
@@ -36,8 +40,12 @@ class Layer:
 
     #: cfg section names handled by this class (lower case)
     SECTIONS: ClassVar[tuple[str, ...]] = ()
-    #: options that only matter for training: accepted and ignored
+    #: options read by both Darknets that only matter for training: accepted and ignored
     TRAINING: ClassVar[frozenset[str]] = frozenset()
+    #: options only AlexeyAB reads, training-only: accepted and ignored, mark an AlexeyAB cfg
+    TRAINING_ALEXEYAB: ClassVar[frozenset[str]] = frozenset()
+    #: options only AlexeyAB reads that the class does read: mark an AlexeyAB cfg
+    ALEXEYAB: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def parse(cls, o: Options) -> Layer:
@@ -71,6 +79,11 @@ class Head(Layer):
     """A detection layer: the graph outputs its input; decoding happens in numpy."""
 
     classes: int = 80
+    #: set by parse_cfg: which Darknet's decoding to reproduce
+    lineage: str = "pjreddie"
+    #: AlexeyAB's NMS when this is the network's last head: "default", "greedynms" or "diounms"
+    nms_kind: str = "default"
+    beta_nms: float = 0.6
 
     #: prefix of the graph output name, e.g. "yolo" -> "yolo16"
     OUTPUT_PREFIX: ClassVar[str] = ""
@@ -109,7 +122,7 @@ class Head(Layer):
 
         Returns ``boxes [M,4]`` (cx, cy, w, h relative to the network input, as Darknet's
         ``get_*_detections`` computes them before correcting for the letterbox),
-        ``objectness [M]`` and
+        ``objectness [M]`` (0 for a detection Darknet keeps but excludes from NMS) and
         ``probs [M,C]`` (``objectness*class``, zeroed unless above ``thresh``), in Darknet's order.
         """
         raise NotImplementedError

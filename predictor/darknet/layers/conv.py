@@ -1,4 +1,4 @@
-"""``[convolutional]`` (src/convolutional_layer.c).
+"""``[convolutional]`` (src/convolutional_layer.c in both Darknets).
 
 Output size ``(h + 2*pad - size)/stride + 1`` with ``pad = size/2`` when ``pad=1``, else
 ``padding``; batch norm is folded into the weights when they are loaded (``load_weights``).
@@ -32,19 +32,34 @@ class ConvLayer(Layer):
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("convolutional", "conv")
     TRAINING: ClassVar[frozenset[str]] = frozenset({"dot"})
+    TRAINING_ALEXEYAB: ClassVar[frozenset[str]] = frozenset({"angle", "grad_centr"})
+    ALEXEYAB: ClassVar[frozenset[str]] = frozenset(
+        {"stride_x", "stride_y", "dilation", "antialiasing", "assisted_excitation", "share_index", "cbn",
+         "bin_output", "sway", "rotate", "stretch", "stretch_sway", "coordconv", "reverse"}
+    )
 
     @classmethod
     def parse(cls, o: Options) -> ConvLayer:
         size = o.int("size", 1, 1, MAX_KERNEL)
-        for key in ("binary", "xnor", "flipped"):
+        stride = o.int("stride", 1, 1, 16)
+        for key in ("stride_x", "stride_y"):
+            if o.int(key, stride, 1, 16) != stride:
+                raise o.err(f"option '{key}' different from 'stride' is not supported", key)
+        if size > 1:
+            o.only("dilation", "1")
+        else:
+            o.read.add("dilation")  # Darknet ignores dilation for 1x1 kernels
+        for key in ("binary", "xnor", "flipped", "antialiasing", "assisted_excitation", "cbn", "bin_output",
+                    "sway", "rotate", "stretch", "stretch_sway", "coordconv", "reverse"):
             o.only(key, "0")
+        o.refuse("share_index")
         pad = size // 2 if o.int("pad", 0, 0, 1) else o.int("padding", 0, 0, MAX_KERNEL)
         o.read.add("padding")
         return cls(
             index=o.index,
             filters=o.int("filters", 1, 1, MAX_FILTERS),
             size=size,
-            stride=o.int("stride", 1, 1, 16),
+            stride=stride,
             pad=pad,
             groups=o.int("groups", 1, 1, MAX_FILTERS),
             batch_normalize=bool(o.int("batch_normalize", 0, 0, 1)),

@@ -1,4 +1,4 @@
-"""``[maxpool]`` (src/maxpool_layer.c).
+"""``[maxpool]`` (src/maxpool_layer.c in both Darknets).
 
 Darknet's size rule: ``out = (in + padding - size)/stride + 1`` with ``padding`` defaulting to
 ``size - 1``, cells starting at ``-padding/2``; cells outside the input are skipped. So a size-2
@@ -22,11 +22,20 @@ class MaxPoolLayer(Layer):
     padding: int = 0  # Darknet's total padding (default size-1); left = padding//2
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("maxpool", "max")
+    ALEXEYAB: ClassVar[frozenset[str]] = frozenset(
+        {"stride_x", "stride_y", "maxpool_depth", "out_channels", "antialiasing", "maxpool_zero_nonmax"}
+    )
 
     @classmethod
     def parse(cls, o: Options) -> MaxPoolLayer:
         stride = o.int("stride", 1, 1, 16)
+        for key in ("stride_x", "stride_y"):
+            if o.int(key, stride, 1, 16) != stride:
+                raise o.err(f"option '{key}' different from 'stride' is not supported", key)
         size = o.int("size", min(stride, MAX_KERNEL), 1, MAX_KERNEL)
+        for key in ("maxpool_depth", "antialiasing", "maxpool_zero_nonmax"):
+            o.only(key, "0")
+        o.read.add("out_channels")  # only used with maxpool_depth
         return cls(o.index, size, stride, o.int("padding", size - 1, 0, 2 * MAX_KERNEL))
 
     def shape(self, inp: Shape, shapes: list[Shape]) -> Shape:

@@ -1,6 +1,7 @@
 """``[shortcut]``: residual addition of an earlier output, then an activation.
 
-Served: one ``from`` layer of the same shape, ``alpha``/``beta`` at 1.
+Only the form both Darknets share is served: one ``from`` layer of the same shape, pjreddie's
+``alpha``/``beta`` at 1, no AlexeyAB weighted (``weights_type``) multi-input shortcut.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ class ShortcutLayer(Layer):
     activation: str = "linear"
 
     SECTIONS: ClassVar[tuple[str, ...]] = ("shortcut",)
+    ALEXEYAB: ClassVar[frozenset[str]] = frozenset({"weights_type", "weights_normalization"})
 
     @classmethod
     def parse(cls, o: Options) -> ShortcutLayer:
         refs = o.ints("from")
         if len(refs) != 1:
-            raise o.err("option 'from' must name exactly one layer", "from")
+            raise o.err("option 'from' must name exactly one layer (multi-input shortcuts are not supported)", "from")
         if not -MAX_LAYERS <= refs[0] <= MAX_LAYERS:
             raise o.err(f"option 'from'={refs[0]} outside [{-MAX_LAYERS}, {MAX_LAYERS}]", "from")
         for key in ("alpha", "beta"):  # pjreddie: out = alpha*out + beta*from
             o.only(key, "1")
+        o.only("weights_type", "none")
+        o.only("weights_normalization", "none")
         return cls(o.index, o.layer_ref(refs[0], "from"), parse_activation(o, "linear"))
 
     def sources(self) -> tuple[int, ...]:
