@@ -8,12 +8,9 @@ predict: v2 / grpc-v2 ``images`` batch in, compact detection tensors out (``yolo
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import inspect
 import logging
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -37,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Decode defaults that do not depend on the lineage.
 DEFAULT_IOU_THRESHOLD = 0.45
-DEFAULT_BETA_NMS = 0.6
 
 
 class YoloV3Predictor(Model):
@@ -70,7 +66,7 @@ class YoloV3Predictor(Model):
         s = self.settings
         t0 = time.perf_counter()
         files = self.files or darknet.find_model_files(s.model_dir)
-        network = _parse_cfg(files.cfg, s.lineage)
+        network = darknet.parse_cfg(files.cfg, lineage=None if s.lineage == "auto" else s.lineage)
         darknet.load_weights(network, files.weights)
         self.names = darknet.read_names(files.names, network.classes)
         self.net_w = s.input_size or network.width
@@ -155,7 +151,7 @@ class YoloV3Predictor(Model):
         if p.get("class_filter"):
             # the authority (the transformer checked the same way against our ModelInfo)
             class_ids = frozenset(resolve_class_filter(p["class_filter"], self.names, self.name))
-        return _decode_params(
+        return DecodeParams(
             confidence=p.get("confidence", info.confidence),
             iou_threshold=p.get("iou_threshold", info.iou_threshold),
             max_detections=p.get("max_detections", s.max_detections),
@@ -233,13 +229,13 @@ class YoloV3Predictor(Model):
         METRICS.batch_size.labels(self.name).observe(len(images))  # once per engine call
         h, w = images.shape[2:]
         results, offset = [], 0
-        heads = _heads(self.network)
+        heads = self.network.heads
         for job in jobs:
             t_job = time.perf_counter()
             params, content = job.params
             rows = [
-                _detect([o[offset + k] for o in outputs], heads, w, h, params,
-                        None if content is None else tuple(float(v) for v in content[k]))
+                yolo.detect([o[offset + k] for o in outputs], heads, w, h, params,
+                            None if content is None else tuple(float(v) for v in content[k]))
                 for k in range(job.images.shape[0])
             ]
             offset += job.images.shape[0]
@@ -320,58 +316,20 @@ def files_version(files: darknet.ModelFiles, digits: int = 12) -> str:
 def build_model_info(network: darknet.Network, names: Sequence[str], s: PredictorSettings, name: str,
                      width: int, height: int, version: str, served: Sequence[str]) -> MI.ModelInfo:
     """The ModelInfo of a loaded network: the cfg decides, flags given explicitly override."""
-    # MERGE(i10-darknet): the getattr defaults are pjreddie's, for the reader before lineages.
-    lineage = getattr(network, "lineage", "pjreddie")
-    letter_box = getattr(network, "letter_box", True)
     return MI.ModelInfo(
         name=name,
         version=version,
-        lineage=lineage,
+        lineage=network.lineage,
         input_width=width,
         input_height=height,
-        preprocess=s.preprocess if s.preprocess != "auto" else ("letterbox" if letter_box else "resize"),
+        preprocess=s.preprocess if s.preprocess != "auto" else ("letterbox" if network.letter_box else "resize"),
         classes=tuple(names),
-        confidence=s.confidence if s.confidence is not None else getattr(network, "default_confidence", 0.5),
+        confidence=s.confidence if s.confidence is not None else network.default_confidence,
         iou_threshold=s.iou_threshold if s.iou_threshold is not None else DEFAULT_IOU_THRESHOLD,
-        nms=getattr(network, "nms_kind", "agnostic"),
-        beta_nms=getattr(network, "beta_nms", DEFAULT_BETA_NMS),
+        nms=network.nms_kind,
+        beta_nms=network.beta_nms,
         models=tuple(served),
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# MERGE(i10-darknet): adapters to the lineage-aware reader and decoder. Once that branch is merged
-# each of these is its one-line body's "new" call (parse_cfg(path, lineage=...), network.heads,
-# DecodeParams(nms=..., beta_nms=...), detect(..., content=...)).
-
-def _parse_cfg(path: Path, lineage: str) -> darknet.Network:
-    if "lineage" in inspect.signature(darknet.parse_cfg).parameters:
-        return darknet.parse_cfg(path, lineage=None if lineage == "auto" else lineage)
-    if lineage == "alexeyab":
-        raise darknet.ModelFormatError(f"{path}: --lineage alexeyab is not supported by this build's Darknet reader")
-    return darknet.parse_cfg(path)
-
-
-def _heads(network: darknet.Network) -> list:
-    return getattr(network, "heads", None) or network.yolo_layers
-
-
-_DECODE_FIELDS = {f.name for f in dataclasses.fields(DecodeParams)}
-_DETECT_TAKES_CONTENT = "content" in inspect.signature(yolo.detect).parameters
-
-
-def _decode_params(*, nms: str, beta_nms: float, **kw) -> DecodeParams:
-    if "nms" in _DECODE_FIELDS:
-        return DecodeParams(nms=nms, beta_nms=beta_nms, **kw)
-    if nms == "diou":
-        raise BadRequest('parameter "nms": diou is not supported by this build')
-    return DecodeParams(per_class_nms=nms == "per_class", **kw)
-
-
-def _detect(outputs, heads, w: int, h: int, params: DecodeParams, content) -> np.ndarray:
-    if _DETECT_TAKES_CONTENT:
-        return yolo.detect(outputs, heads, w, h, params, content=content)
-    return yolo.detect(outputs, heads, w, h, params)
 
 
 __all__ = ["YoloV3Predictor", "ServingError", "build_model_info", "files_version"]

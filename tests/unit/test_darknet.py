@@ -105,8 +105,8 @@ def test_find_model_files(tmp_path):
         ("missing_weights", r"no \.weights file"),
         ("truncated", r"expected 35434956 bytes .* found 35000000 bytes \(truncated\)"),
         ("trailing", r"found 35434960 bytes \(trailing data\)"),
-        ("names_mismatch", r"79 class names, but the cfg's \[yolo\] layers have classes=80"),
-        ("unknown_layer", r"unknown layer type \[lstm\]"),
+        ("names_mismatch", r"79 class names, but the cfg's detection layers have classes=80"),
+        ("unknown_layer", r"unknown layer type \[lstm\] \(layer 24\)"),
         ("bad_route", r"does not point to an earlier layer"),
         ("bad_activation", r"unsupported activation 'swishy'"),
         ("huge_filters", r"option 'filters'=99999999 outside"),
@@ -160,9 +160,226 @@ def test_cfg_syntax_errors(tmp_path):
         ("[convolutional]\nfilters=1\n", r"first section must be \[net\]"),
         ("[net]\nwidth=416\nheight\n", "expected key=value"),
         ("[net]\nwidth=abc\n", "must be an integer"),
-        ("[net]\nwidth=416\nheight=416\n[maxpool]\nsize=2\n", r"no \[yolo\] layer"),
+        ("[net]\nwidth=416\nheight=416\n[maxpool]\nsize=2\n", r"no \[yolo\] or \[region\] layer"),
         ("[net]\n[yolo]\nmask=0,7\nanchors=1,2,3,4\nnum=2\nclasses=1\n", "refers to anchors outside"),
     ]:
         bad.write_text(text)
         with pytest.raises(ModelFormatError, match=expect):
             darknet.parse_cfg(bad)
+
+
+# ---------------------------------------------------------------- the Darknet family (YOLOv2..v7-tiny)
+
+CFG = DATA / "cfg"
+
+# Expected values are Darknet's (docs: darknet-semantics.md section 7): weights sizes are header +
+# 4 x the parameters Darknet reads (yolov2's official file has format 0.1, a 16-byte header).
+FAMILY = {
+    # model: (lineage, heads, header bytes, weights file size, letter_box, nms, beta_nms)
+    "yolov2-tiny": ("pjreddie", [("region", 15)], 20, 44_948_600, True, "agnostic", 0.6),
+    "yolov2": ("pjreddie", [("region", 31)], 16, 203_934_260, True, "agnostic", 0.6),
+    "yolov3-spp": ("pjreddie", [("yolo", 89), ("yolo", 101), ("yolo", 113)], 20, 252_209_544, True, "agnostic", 0.6),
+    "yolov4-tiny": ("alexeyab", [("yolo", 30), ("yolo", 37)], 20, 24_251_276, False, "diou", 0.6),
+    "yolov4": ("alexeyab", [("yolo", 139), ("yolo", 150), ("yolo", 161)], 20, 257_717_640, False, "diou", 0.6),
+    "yolov7-tiny": ("alexeyab", [("yolo", 90), ("yolo", 94), ("yolo", 98)], 20, 24_967_560, False, "diou", 0.6),
+}
+
+
+@pytest.mark.parametrize("model", list(FAMILY))
+def test_family_cfgs_parse_with_darknets_structure(model):
+    lineage, heads, header, size, letter_box, nms, beta = FAMILY[model]
+    net = darknet.parse_cfg(CFG / f"{model}.cfg")
+    assert net.lineage == lineage
+    assert [(h.output_name.rstrip("0123456789"), h.index) for h in net.heads] == heads
+    assert net.yolo_layers == net.heads
+    assert header + 4 * net.n_params == size
+    assert (net.letter_box, net.nms_kind, net.beta_nms) == (letter_box, nms, beta)
+    assert net.default_confidence == (0.5 if lineage == "pjreddie" else 0.25)
+    specs = darknet.conv_specs(net)
+    assert sum(s.n_params for s in specs) == net.n_params
+    assert [s.index for s in specs if s.head] == [h.index - 1 for h in net.heads]
+    assert (lineage == "alexeyab") == bool(net.alexeyab_features)
+
+
+def test_yolov2_shapes_reorg_and_size2_stride1_pool():
+    net = darknet.parse_cfg(CFG / "yolov2.cfg")  # 608x608
+    reorg = [layer for layer in net.layers if isinstance(layer, darknet.ReorgLayer)]
+    assert len(reorg) == 1 and net.shapes[reorg[0].index - 1] == (64, 38, 38)
+    assert net.shapes[reorg[0].index] == (256, 19, 19)  # C*s², H/s, W/s
+    assert net.shapes[-1] == (425, 19, 19) and net.heads[0].anchors[0] == (0.57273, 0.677385)  # grid units
+    tiny = darknet.parse_cfg(CFG / "yolov2-tiny.cfg")
+    assert isinstance(tiny.layers[11], darknet.MaxPoolLayer) and (tiny.layers[11].size, tiny.layers[11].stride) == (2, 1)
+    assert tiny.shapes[10][1:] == tiny.shapes[11][1:] == (13, 13)
+
+
+def test_yolov4_tiny_route_groups_and_yolov7_tiny_heads():
+    net = darknet.parse_cfg(CFG / "yolov4-tiny.cfg")
+    split = net.layers[3]
+    assert isinstance(split, darknet.RouteLayer) and (split.groups, split.group_id) == (2, 1)
+    assert net.shapes[2] == (64, 104, 104) and net.shapes[3] == (32, 104, 104)
+    assert [h.scale_x_y for h in net.heads] == [1.05, 1.05] and not any(h.new_coords for h in net.heads)
+    v7 = darknet.parse_cfg(CFG / "yolov7-tiny.cfg")
+    assert all(h.new_coords and h.scale_x_y == 2.0 and h.nms_kind == "diounms" for h in v7.heads)
+    assert all(v7.layers[h.index - 1].activation == "logistic" for h in v7.heads)
+    spp = [layer for layer in v7.layers if isinstance(layer, darknet.MaxPoolLayer) and layer.stride == 1]
+    assert sorted(layer.size for layer in spp) == [5, 9, 13]
+    assert all(v7.shapes[layer.index] == v7.shapes[layer.index - 1] for layer in spp)  # "same" pools
+
+
+def _tiny_with(tmp_path, old: str, new: str, count: int = 1):
+    text = TINY_CFG.read_text()
+    assert old in text
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text(text.replace(old, new, count))
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "old, new, feature",
+    [
+        ("activation=leaky", "activation=mish", "activation=mish"),
+        ("activation=leaky", "activation=swish", "activation=swish"),
+        ("classes=80", "classes=80\nscale_x_y=1.05", "option 'scale_x_y'"),
+        ("classes=80", "classes=80\nnms_kind=greedynms", "option 'nms_kind'"),
+        ("classes=80", "classes=80\niou_loss=ciou", "option 'iou_loss'"),  # training-only, AlexeyAB's
+        ("channels=3", "channels=3\nletter_box=1", "option 'letter_box'"),
+        ("channels=3", "channels=3\nmosaic=1", "option 'mosaic'"),
+    ],
+)
+def test_anything_only_alexeyab_reads_selects_its_lineage(tmp_path, old, new, feature):
+    net = darknet.parse_cfg(_tiny_with(tmp_path, old, new))
+    assert net.lineage == "alexeyab" and net.default_confidence == 0.25
+    assert any(feature in f for f in net.alexeyab_features)
+    with pytest.raises(ModelFormatError, match=rf"{feature}, which only AlexeyAB Darknet reads") as info:
+        darknet.parse_cfg(tmp_path / "net.cfg", lineage="pjreddie")
+    assert str(tmp_path / "net.cfg") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_lineage_can_be_forced_to_alexeyab():
+    net = darknet.parse_cfg(TINY_CFG, lineage="alexeyab")
+    assert (net.lineage, net.letter_box, net.nms_kind, net.default_confidence) == ("alexeyab", False, "per_class", 0.25)
+    assert all(h.lineage == "alexeyab" for h in net.heads)
+    assert darknet.parse_cfg(TINY_CFG).lineage == "pjreddie"
+    with pytest.raises(ValueError, match="lineage"):
+        darknet.parse_cfg(TINY_CFG, lineage="hank")
+
+
+def test_letter_box_cfg_keeps_the_letterbox():
+    net = darknet.parse_cfg(CFG / "yolov4-tiny.cfg")
+    assert not net.letter_box
+    text = (CFG / "yolov4-tiny.cfg").read_text().replace("[net]", "[net]\nletter_box=1", 1)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as t:
+        (Path(t) / "c.cfg").write_text(text)
+        assert darknet.parse_cfg(Path(t) / "c.cfg").letter_box
+
+
+@pytest.mark.parametrize(
+    "old, new, expect",
+    [
+        ("classes=80", "classes=80\nfoo=1", r"\[yolo\] unknown option 'foo': refusing rather than ignoring it"),
+        ("classes=80", "classes=80\nnms_kind=cornersnms", r"unsupported nms_kind 'cornersnms'"),
+        ("classes=80", "classes=80\nmap=data/coco9k.map", r"option 'map' is not supported"),
+        ("filters=16\nsize=3", "filters=16\ndilation=2\nsize=3", r"option 'dilation'=2 is not supported \(only dilation=1\)"),
+        ("filters=16", "filters=16\nantialiasing=1", r"option 'antialiasing'=1 is not supported"),
+        ("filters=16", "filters=16\nstride_x=2", r"option 'stride_x' different from 'stride'"),
+        ("filters=16", "filters=16\nshare_index=-1", r"option 'share_index' is not supported"),
+        ("filters=16", "filters=16\nflipped=1", r"option 'flipped'=1 is not supported"),
+        ("filters=16", "filters=16\ndontload=1", r"option 'dontload'=1 is not supported"),
+        ("[route]\nlayers = -4", "[route]\nlayers = -4\ngroups=2\ngroup_id=2", r"option 'group_id'=2 outside \[0, 1\]"),
+        ("[maxpool]\nsize=2\nstride=2", "[maxpool]\nsize=2\nstride=2\nmaxpool_depth=1", r"option 'maxpool_depth'=1"),
+    ],
+)
+def test_options_that_would_change_inference_are_refused(tmp_path, old, new, expect):
+    cfg = _tiny_with(tmp_path, old, new)
+    with pytest.raises(ModelFormatError, match=expect) as info:
+        darknet.parse_cfg(cfg)
+    message = str(info.value)
+    assert message.startswith(f"{cfg}:") and "\n" not in message  # file and line
+
+
+def test_unsupported_shortcut_and_head_forms_are_refused(tmp_path):
+    v3 = (CFG / "yolov3-spp.cfg").read_text()
+    v2 = (CFG / "yolov2.cfg").read_text()
+    cases = [
+        (v3.replace("from=-3", "from=-3,-5", 1), r"exactly one layer"),
+        (v3.replace("from=-3", "from=-3\nweights_type=per_feature", 1), r"'weights_type'=per_feature is not supported"),
+        (v3.replace("from=-3", "from=-3\nalpha=0.5", 1), r"'alpha'=0.5 is not supported"),
+        (v2.replace("softmax=1", "softmax=0"), r"only softmax=1"),
+        (v2.replace("coords=4", "coords=5"), r"only coords=4"),
+        (v2.replace("[reorg]\nstride=2", "[reorg]\nstride=2\nreverse=1"), r"'reverse'=1 is not supported"),
+        (v2.replace("softmax=1", "softmax=1\ntree=data/9k.tree"), r"option 'tree' is not supported"),
+    ]
+    for text, expect in cases:
+        cfg = tmp_path / "c.cfg"
+        cfg.write_text(text)
+        with pytest.raises(ModelFormatError, match=expect):
+            darknet.parse_cfg(cfg)
+
+
+def test_training_only_options_are_accepted(tmp_path):
+    extra = {
+        "[net]": "mosaic=1\ncutmix=0\nflip=1\nema_alpha=0.9998\nlabel_smooth_eps=0.1\nburn_in=1000",
+        "[yolo]": "counters_per_class=1,2,3\nmax_delta=5\niou_normalizer=0.07\ncls_normalizer=1.0\n"
+        "obj_normalizer=1.0\nresize=1.5\nobjectness_smooth=1\nlabel_smooth_eps=0.1",
+        "[convolutional]": "stopbackward=1\nlearning_rate=0.1\ntrain_only_bn=0",
+    }
+    text = TINY_CFG.read_text()
+    for section, options in extra.items():
+        text = text.replace(section, f"{section}\n{options}", 1)
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text(text)
+    net = darknet.parse_cfg(cfg)
+    assert len(net.layers) == 24 and net.lineage == "alexeyab"  # AlexeyAB's training keys name its cfgs
+
+
+@pytest.mark.parametrize(
+    "kind", ["lstm", "Gaussian_yolo", "sam", "scale_channels", "crnn", "conv_lstm", "local", "deconvolutional",
+             "implicit_add", "implicit_mul", "reorg3d", "dropout", "avgpool", "connected", "net"]
+)
+def test_unsupported_layer_types_are_refused_in_one_line(tmp_path, kind):
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text(TINY_CFG.read_text() + f"\n[{kind}]\nfilters=1\n")
+    with pytest.raises(ModelFormatError) as info:
+        darknet.parse_cfg(cfg)
+    message = str(info.value)
+    assert message.startswith(f"{cfg}:") and "\n" not in message
+    assert f"unknown layer type [{kind.lower()}] (layer 24): a Darknet layer this server does not run" in message
+
+
+def test_a_layer_may_not_read_a_detection_layers_output(tmp_path):
+    cfg = _tiny_with(tmp_path, "[route]\nlayers = -4", "[route]\nlayers = -1")  # route 17 -> yolo 16
+    with pytest.raises(ModelFormatError, match="layer 17: reads the output of detection layer 16"):
+        darknet.parse_cfg(cfg)
+
+
+def test_cfg_reading_quirks_match_darknet(tmp_path):
+    # maxpool size defaults to its stride; the FIRST occurrence of a repeated key wins (option_find)
+    cfg = _tiny_with(tmp_path, "[maxpool]\nsize=2\nstride=2", "[maxpool]\nstride=2\nstride=4")
+    net = darknet.parse_cfg(cfg)
+    assert (net.layers[1].size, net.layers[1].stride) == (2, 2)
+
+
+def test_batchnorm_folding_follows_the_lineage(tmp_path):
+    blob = _random_weights()
+    d = _model_dir(tmp_path, weights=blob)
+    raw = np.frombuffer(blob[20:], "<f4")
+    n = 16
+    bias, scale, mean, var = (raw[i * n : (i + 1) * n].astype(np.float64) for i in range(4))
+    w = raw[4 * n : 4 * n + n * 27].astype(np.float64).reshape(n, 3, 3, 3)
+    for lineage, factor in (("pjreddie", scale / (np.sqrt(var) + 1e-6)), ("alexeyab", scale / np.sqrt(var + 1e-5))):
+        net = darknet.load_weights(darknet.parse_cfg(TINY_CFG, lineage), d / "net.weights")
+        np.testing.assert_array_equal(net.conv_layers[0].weight, (w * factor[:, None, None, None]).astype(np.float32))
+        np.testing.assert_array_equal(net.conv_layers[0].bias, (bias - mean * factor).astype(np.float32))
+
+
+def test_yolov2_weights_with_a_16_byte_header_load(tmp_path):
+    net = darknet.parse_cfg(CFG / "yolov2-tiny.cfg")
+    w = tmp_path / "w"
+    darknet.write_random_weights(net, w)
+    old = np.array([0, 1, 0, 0], "<i4").tobytes() + w.read_bytes()[20:]  # format 0.1: int32 `seen`
+    w.write_bytes(old)
+    darknet.load_weights(net, w)
+    assert all(c.weight is not None for c in net.conv_layers)

@@ -64,3 +64,26 @@ def test_unknown_engine_and_bad_precision_are_refused():
         create_engine("tensorflow", b"", 1)
     with pytest.raises(ValueError, match="fp32 only"):
         create_engine("onnxruntime", b"", 1, "bf16")
+
+
+@pytest.mark.parametrize(
+    "model, names",
+    [
+        ("yolov2-tiny", ["region15"]),
+        ("yolov4-tiny", ["yolo30", "yolo37"]),
+        ("yolov7-tiny", ["yolo90", "yolo94", "yolo98"]),
+    ],
+)
+def test_family_graphs_build_and_run_at_several_sizes(tmp_path, model, names):
+    net = darknet.parse_cfg(DATA / "cfg" / f"{model}.cfg")
+    darknet.write_random_weights(net, tmp_path / "w")
+    darknet.load_weights(net, tmp_path / "w")
+    model_proto = build_onnx(net)
+    onnx.checker.check_model(model_proto, full_check=False)
+    assert output_names(net) == names
+    engine = create_engine("onnxruntime", model_proto.SerializeToString(), threads=1)
+    for n, h, w in [(1, 320, 320), (2, 256, 384)]:
+        outs = engine.run(np.full((n, 3, h, w), 0.5, np.float32))
+        strides = [h // o.shape[2] for o in outs]
+        assert [o.shape for o in outs] == [(n, head.channels, h // s, w // s) for head, s in zip(net.heads, strides)]
+        assert all(s in (8, 16, 32) for s in strides) and all(np.isfinite(o).all() for o in outs)
