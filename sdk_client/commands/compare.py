@@ -118,7 +118,7 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser, *, timeout_flag: str
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Every ``rollout compare`` option, on ``parser`` (positional ``[NAME] IMAGES`` included)."""
-    parser.add_argument("targets", nargs="+", metavar="[NAME] IMAGES",
+    parser.add_argument("targets", nargs="+", metavar="NAME|IMAGES",
                         help="cluster form: the InferenceService name, then images; local form (with "
                         "--stable-url/--canary-url): images. Images are files, folders (searched "
                         "recursively) or glob patterns")

@@ -442,6 +442,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     cmp = actions.add_parser(
         "compare", parents=[cluster], help="compare the stable and canary predictor revisions on "
         "images (agreement, per-class changes, latency, errors; exit 1 when the gate fails)",
+        usage="%(prog)s NAME IMAGES... [-n NS] [options]\n"
+              "       %(prog)s IMAGES... --stable-url URL --canary-url URL [options]",
         description=f"{compare.DESCRIPTION} See docs/canary-analysis.md.")
     compare.add_compare_arguments(cmp)
 
@@ -828,7 +830,7 @@ def _run_steps(api: IsvcApi, args: argparse.Namespace, ns: str, before: dict) ->
     print(f"gated rollout of inferenceservice {ns}/{name}: "
           + " -> ".join("promote" if pct == 100 else f"{pct}%" for pct, _ in steps)
           + f"; gate at each step: {_gate_text(args)} on {len(args.analysis_paths)} images")
-    obj, analysed = before, False
+    obj, analysed, wrote = before, False, False
     for pct, body in steps:
         try:
             if pct == 100 and not analysed:  # resuming straight to promotion: judge what runs now
@@ -837,6 +839,7 @@ def _run_steps(api: IsvcApi, args: argparse.Namespace, ns: str, before: dict) ->
                     return _roll_back(api, args, ns, obj)
             old = _component(obj).get("canaryTrafficPercent")
             after = api.patch(name, ns, body)
+            wrote = True
             what = ("canaryTrafficPercent removed (the latest revision gets 100%)" if pct == 100 else
                     f"canaryTrafficPercent {'-' if old is None else old} -> {pct}"
                     + (f", {STORAGE_URI_ENV}={args.storage_uri}" if args.storage_uri and old is None else "")
@@ -851,7 +854,7 @@ def _run_steps(api: IsvcApi, args: argparse.Namespace, ns: str, before: dict) ->
                 time.sleep(args.pause)
             analysed = _judge(args, obj, pct)
         except (RolloutError, compare.LabelsError, OSError) as e:
-            if pct == 100:
+            if pct == 100 or not wrote:  # a failed promotion, or nothing of ours to undo
                 raise
             print(f"step {pct}%: cannot complete: {_one_line(str(e))}")
             _roll_back(api, args, ns, obj)

@@ -38,6 +38,8 @@ REFERENCE = DATA / "darknet-yolov3-tiny-t0.5.json"
 READY = "/v2/models/yolov3/ready"
 HEADER = "x-model-revision"
 SMALL = "tiny-320"
+#: The Knative revision the 320 predictor says it is (in a pod: $K_REVISION; here its --revision flag).
+SMALL_REVISION = "yolov3-predictor-00002"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,8 @@ def routed(live_stack, tiny_model_dir, tmp_path_factory):
     try:
         rand = predictor(tmp, model, "--threads", "1").start()
         servers.append(rand)
-        small = predictor(tmp, tiny_model_dir, "--threads", "1", "--input_size", "320", "--model_version", SMALL).start()
+        small = predictor(tmp, tiny_model_dir, "--threads", "1", "--input_size", "320", "--model_version", SMALL,
+                          "--revision", SMALL_REVISION).start()
         servers.append(small)
         rand.wait_ready(READY)
         small.wait_ready(READY)
@@ -202,12 +205,16 @@ def test_each_answer_names_the_model_version_and_tag_that_answered(routed, repor
         assert r.status_code == 200, r.text
         assert r.headers["x-model-name"] == "yolov3"
         assert r.headers.get(HEADER) == {"stable": "prev", "canary": "latest", None: None}[tag]
+        assert r.headers.get("x-predictor-revision") == (SMALL_REVISION if tag == "canary" else None)
         seen[tag] = r.headers["x-model-version"]
     assert seen["canary"] == SMALL and len({*seen.values()}) == 3
     # ... and the transformer's access line says the same
     log = routed["transformer"].log()
     line = next(ln for ln in log.splitlines() if "yolo_kserve.access" in ln and " identity-canary POST " in ln)
-    assert f" model=yolov3 version={SMALL} tag=latest 200 " in line
+    assert f" model=yolov3 version={SMALL} tag=latest revision={SMALL_REVISION} 200 " in line
+    # gRPC: the header travels as metadata, the version comes back in the response
+    with DetectionClient(routed["transformer"].grpc_target, protocol="grpc", headers={HEADER: "canary"}) as c:
+        assert c.detect(IMAGES / "dog.jpg").model_version == SMALL
     bad = httpx.post(url, content=dog, headers={"content-type": "image/jpeg", HEADER: "green"}, timeout=60)
     assert bad.status_code == 400 and HEADER in bad.json()["error"]
 
@@ -221,8 +228,11 @@ def test_two_versions_are_told_apart_in_a_live_metrics_endpoint(routed, reports)
     assert all(n >= len(IMAGE_NAMES) for n in per_version.values()), per_version
     assert value(text, "yolo_detection_confidence_count", component="transformer", model_version=SMALL) > 0
     assert value(text, "yolo_input_image_pixels_count", model_name="yolov3", model_version=SMALL) >= len(IMAGE_NAMES)
+    assert value(text, "yolo_images_total", component="transformer", model_version=SMALL,
+                 revision=SMALL_REVISION) == per_version[SMALL]
     small = scrape(routed["small"].url)
-    assert value(small, "yolo_images_total", component="predictor", model_version=SMALL, revision="") >= len(IMAGE_NAMES)
+    assert value(small, "yolo_images_total", component="predictor", model_version=SMALL,
+                 revision=SMALL_REVISION) >= len(IMAGE_NAMES)
     assert value(small, "yolo_images_total", component="predictor", model_version=stable_version) == 0
 
 

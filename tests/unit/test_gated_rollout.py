@@ -277,3 +277,15 @@ def test_compare_by_name_without_a_canary_is_one_clear_line(api, revisions, kube
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "no canary to compare" in err and "has no prev tag" in err
     assert revisions.fake.requests == []
+
+
+def test_a_refused_first_write_is_not_rolled_back(api, revisions, kubeconfig, images, capsys):
+    seed(api, revisions.fake.url)
+
+    def racing_writer(current):  # someone else changed the object since it was read
+        current["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 7)
+
+    api.before_write = racing_writer
+    rc, _, err = gated(capsys, kubeconfig, images, "--storage-uri", "gs://models/yolov3/2")
+    assert rc == 1 and "conflict" in err and len(err.strip().splitlines()) == 1
+    assert len(api.writes()) == 1 and api.stored()["spec"] == seed_isvc()["spec"]  # no rollback patch

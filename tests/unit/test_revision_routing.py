@@ -151,3 +151,24 @@ def test_an_unknown_revision_is_a_400():
     off = ImageTransformer(TransformerSettings(predictor_host="p:1"))
     off.load()
     assert off.link.route({HEADER: "green"}) == ""
+
+
+def test_the_predictors_knative_revision_is_named_in_headers_and_metrics():
+    reply = answer(STABLE.version)
+    reply.parameters = {T.REVISION_PARAMETER: "yolov3-predictor-00007"}
+    model = routed_transformer(**{"": ScriptedPredictor(described(STABLE), reply)})
+    _, headers = call(model)
+    assert headers[T.PREDICTOR_REVISION_HEADER] == "yolov3-predictor-00007"
+    assert REGISTRY.get_sample_value("yolo_images_total", {
+        "component": "transformer", "model_name": "yolov3", "model_version": STABLE.version,
+        "revision": "yolov3-predictor-00007"}) >= 1
+
+
+def test_the_predictor_reads_its_revision_once_from_the_environment(monkeypatch):
+    from predictor.settings import parse_settings as predictor_settings
+
+    monkeypatch.setenv("K_REVISION", "yolov3-predictor-00003")
+    assert predictor_settings([]).revision == "yolov3-predictor-00003"
+    assert predictor_settings(["--revision", "r-1"]).revision == "r-1"
+    monkeypatch.delenv("K_REVISION")
+    assert predictor_settings([]).revision == ""
