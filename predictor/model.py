@@ -258,7 +258,10 @@ class YoloV3Predictor(Model):
             T.SERVER_TIMING_PARAMETER: format_server_timing(timing, prefix="predictor-"),
             T.MODEL_VERSION_PARAMETER: self.info.version,
         }
-        METRICS.observe_predictor(self.name, timing, images.shape, rows, self.names)
+        if self.settings.revision:
+            response.parameters[T.REVISION_PARAMETER] = self.settings.revision
+        METRICS.observe_predictor(self.name, timing, images.shape, rows, self.names, version=self.info.version,
+                                  revision=self.settings.revision)
         return response
 
     def _describe(self, payload: InferRequest) -> InferResponse:

@@ -7,6 +7,7 @@ The parser extends ``kserve.model_server.parser`` (``--model_name``, ``--http_po
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from dataclasses import dataclass
 
@@ -78,6 +79,9 @@ class PredictorSettings:
     json_logs: bool = False
     #: KServe's logging config file (yaml/json/ini), if any.
     log_config_file: str | None = None
+    #: Knative revision of this pod (``$K_REVISION``, read once at start): a metrics label and a
+    #: response parameter, so every output names the revision that produced it. "" outside Knative.
+    revision: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=_auto_float, default=d.confidence, help="default threshold (auto = the lineage's)")
     p.add_argument("--iou_threshold", type=_auto_float, default=d.iou_threshold, help="default NMS IoU (auto = 0.45)")
     p.add_argument("--max_detections", type=int, default=d.max_detections)
+    p.add_argument("--revision", default=os.environ.get("K_REVISION", d.revision),
+                   help="Knative revision named in metrics and responses (default: $K_REVISION)")
     return p
 
 

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from yolo_contract.tensors import INPUT_IMAGES, OUTPUT_DETECTIONS, REQUEST_ID_HEADER
+from yolo_contract.tensors import INPUT_IMAGES, MODEL_VERSION_HEADER, OUTPUT_DETECTIONS, REQUEST_ID_HEADER
 
 from .errors import DetectionError
 from .results import DetectionResult
@@ -180,7 +180,8 @@ def _flat_parameters(params: Mapping[str, Any]) -> dict:
 # responses
 
 
-def _single(docs: Sequence[Any], name: str | None, rid: str | None) -> DetectionResult:
+def _single(docs: Sequence[Any], name: str | None, rid: str | None,
+            version: str | None = None) -> DetectionResult:
     if len(docs) != 1:
         raise DetectionError(f"malformed response: expected 1 prediction, got {len(docs)}",
                              request_id=rid)
@@ -190,7 +191,9 @@ def _single(docs: Sequence[Any], name: str | None, rid: str | None) -> Detection
             doc = bytes(doc).decode("utf-8")
         if isinstance(doc, str):
             doc = json.loads(doc)
-        return DetectionResult.from_dict(doc, image=name, request_id=rid)
+        result = DetectionResult.from_dict(doc, image=name, request_id=rid)
+        result.model_version = version
+        return result
     except (ValueError, TypeError, AttributeError) as e:
         raise DetectionError(f"malformed response: {e}", request_id=rid) from e
 
@@ -297,17 +300,17 @@ class RestCodec:
               rid: str) -> DetectionResult:
         del status
         rid = headers.get(REQUEST_ID_HEADER) or rid
+        version = headers.get(MODEL_VERSION_HEADER) or None
         try:
             if self.protocol == "v1":
                 preds = json.loads(content)["predictions"]
                 if not isinstance(preds, list):
                     raise TypeError("'predictions' is not a list")
-                return _single(preds, name, rid)
+                return _single(preds, name, rid, version)
             ihcl = headers.get("inference-header-content-length")
-            if ihcl is not None:
-                n = int(ihcl)
-                return _single(_v2_output(json.loads(content[:n]), content[n:]), name, rid)
-            return _single(_v2_output(json.loads(content)), name, rid)
+            head, binary = (json.loads(content[:int(ihcl)]), content[int(ihcl):]) if ihcl is not None \
+                else (json.loads(content), b"")
+            return _single(_v2_output(head, binary), name, rid, version or head.get("model_version") or None)
         except DetectionError as e:
             e.request_id = e.request_id or rid
             raise
@@ -346,9 +349,10 @@ def grpc_detections(resp: Any, name: str | None, rid: str) -> DetectionResult:
         for i, out in enumerate(resp.outputs):
             if out.name != OUTPUT_DETECTIONS:
                 continue
+            version = resp.model_version or None
             if i < len(resp.raw_output_contents):
-                return _single(_split_bytes_tensor(resp.raw_output_contents[i]), name, rid)
-            return _single(list(out.contents.bytes_contents), name, rid)
+                return _single(_split_bytes_tensor(resp.raw_output_contents[i]), name, rid, version)
+            return _single(list(out.contents.bytes_contents), name, rid, version)
         names = [o.name for o in resp.outputs]
         raise DetectionError(f"malformed response: no output {OUTPUT_DETECTIONS!r} (got {names})",
                              request_id=rid)

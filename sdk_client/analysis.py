@@ -411,6 +411,7 @@ def gate(
     min_f1: float | None = None,
     max_error_rate: float | None = None,
     max_map_drop: float | None = None,
+    one_version_per_side: bool = False,
 ) -> tuple[bool, list[str]]:
     """Decide whether a canary may take the next step, from a compare report.
 
@@ -421,7 +422,10 @@ def gate(
     * at least one image answered by both endpoints (always);
     * ``agreement.f1 >= min_f1``;
     * the error rate of each endpoint ``<= max_error_rate``;
-    * ground-truth mAP@0.5:0.95 of the canary ``>= stable - max_map_drop`` (needs labels).
+    * ground-truth mAP@0.5:0.95 of the canary ``>= stable - max_map_drop`` (needs labels);
+    * ``one_version_per_side``: each endpoint answered with one model version (``model_versions``;
+      "unknown" is not counted). An endpoint that names one revision (a routed compare) but is
+      answered by several versions is a traffic split, not that revision.
 
     Returns ``(passed, reasons)``; ``reasons`` names every failed check (empty when passed).
     """
@@ -450,4 +454,10 @@ def gate(
             elif c < s - max_map_drop:
                 reasons.append(f"canary mAP@0.5:0.95 {_fmt(c)} is {_fmt(s - c)} below stable {_fmt(s)} "
                                f"(allowed drop {_fmt(max_map_drop)})")
+    if one_version_per_side:
+        for side in ("stable", "canary"):
+            versions = sorted(set((result.get(side) or {}).get("model_versions") or {}) - {"unknown"})
+            if len(versions) > 1:
+                reasons.append(f"{side} was answered by {len(versions)} model versions ({', '.join(versions)}): "
+                               "the requests were not routed to one revision")
     return not reasons, reasons

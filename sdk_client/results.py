@@ -218,6 +218,8 @@ class DetectionResult:
         width, height: original image size in pixels, as decoded by the server.
         detections: sorted by descending confidence.
         request_id: the ``x-request-id`` of the request that produced it.
+        model_version: the version of the model that answered, when the server names it (the
+            transformer's ``x-model-version`` header, or the v2 ``model_version``).
     """
 
     image: str | None
@@ -225,6 +227,7 @@ class DetectionResult:
     height: int
     detections: list[Detection] = field(default_factory=list)
     request_id: str | None = None
+    model_version: str | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.detections)

@@ -8,8 +8,8 @@ import json
 import threading
 from typing import Callable, Mapping
 
-#: ``answer(headers, image_bytes) -> (status, JSON document)``
-Answer = Callable[[Mapping[str, str], bytes], tuple[int, dict]]
+#: ``answer(headers, image_bytes) -> (status, JSON document[, response headers])``
+Answer = Callable[[Mapping[str, str], bytes], tuple]
 
 
 class FakeTransformer(http.server.ThreadingHTTPServer):
@@ -48,10 +48,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server._lock:
             self.server.requests.append({"path": self.path, "headers": headers, "body": body, "image": data})
-        status, doc = self.server.answer(headers, data)
+        status, doc, *extra = self.server.answer(headers, data)
         raw = json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(raw)))
+        for key, value in (extra[0] if extra else {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(raw)

@@ -10,7 +10,10 @@ predict:     one grpc-v2 call to the predictor (errors mapped to 503/504/4xx, ne
 postprocess: map boxes back to original pixels and build the response document.
 
 One ImageTransformer serves each name the predictor serves (a model repository); they share one
-:class:`PredictorLink`. Per-request state (geometry, parameters, format, timings) travels in a
+:class:`PredictorLink`. A request that names a predictor revision by tag (``--revision_header``,
+:mod:`transformer.routing`) is handled by the name's twin on that revision's link, which describes
+and follows the model there. Responses name what answered (model, version, predictor revision,
+tag) in headers, and the output metrics carry the version and revision. Per-request state (geometry, parameters, format, timings) travels in a
 :class:`Batch` object from preprocess to postprocess; nothing request-specific is stored on ``self``.
 """
 
@@ -28,7 +31,7 @@ import orjson
 from kserve import InferenceGRPCClient, Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from transformer import geometry, imaging, payload
+from transformer import geometry, imaging, payload, routing
 from transformer.settings import TransformerSettings
 from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
@@ -95,21 +98,56 @@ class Batch:
     request_id: str
     timings: dict = field(default_factory=dict)
     clip: bool = False
+    version: str = ""  # the predictor model that answered
+    revision: str = ""  # the Knative revision of the predictor that answered ("" outside Knative)
 
 
 class PredictorLink:
     """What every served name shares: the gRPC client, the in-flight count, the predictor-ready
-    cache and the served models (registered with KServe's server as they are described)."""
+    cache and the served models (registered with KServe's server as they are described).
 
-    def __init__(self, settings: TransformerSettings):
+    The link of the predictor route (``tag`` ""), or of one revision picked by tag (``latest`` /
+    ``prev``, see :mod:`transformer.routing`): :meth:`tagged` creates those on first use, one per
+    tag, each with its own channel and its own models (a revision may serve another model)."""
+
+    def __init__(self, settings: TransformerSettings, host: str | None = None, tag: str = "",
+                 decoder: ThreadPoolExecutor | None = None):
         self.settings = settings
+        self.host = host or settings.predictor_host
+        self.tag = tag
         self._client: InferenceGRPCClient | None = None
         self.inflight = 0
         self.models: dict[str, ImageTransformer] = {}
         #: ``register(model)`` adds a model to the running server (set by ``__main__``)
         self.register = None
-        #: Decodes and prepares uploads; its size bounds decode memory (``--decode_threads``).
-        self.decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        #: Decodes and prepares uploads; its size bounds decode memory (``--decode_threads``), so
+        #: the links of tagged revisions share the route link's pool.
+        self.decoder = decoder or ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._targets = routing.revision_targets(settings.predictor_host, settings.revision_hosts) \
+            if settings.revision_header and not tag else {}
+        self._tagged: dict[str, PredictorLink] = {}
+
+    def route(self, headers: dict[str, str] | None) -> str:
+        """The tag a request asks for with the revision header ("" without it); 400 for others."""
+        name = self.settings.revision_header
+        value = (headers or {}).get(name, "") if name else ""
+        if not value:
+            return ""
+        try:
+            tag = routing.canonical_tag(value)
+        except ValueError as e:
+            raise BadRequest(f'header "{name}" {e}') from None
+        if tag not in self._targets:
+            raise BadRequest(f'header "{name}": no predictor revision is configured for "{tag}"')
+        return tag
+
+    def tagged(self, tag: str) -> "PredictorLink":
+        """The link to the predictor revision tagged ``tag`` (created on first use)."""
+        link = self._tagged.get(tag)
+        if link is None:
+            link = self._tagged[tag] = PredictorLink(self.settings, self._targets[tag], tag, decoder=self.decoder)
+            logger.info("routing %s=%s to %s", self.settings.revision_header, tag, link.host)
+        return link
 
     @property
     def client(self) -> InferenceGRPCClient:
@@ -118,7 +156,7 @@ class PredictorLink:
             # not after gRPC's default exponential backoff (up to 120 s).
             mb = 64 * 1024 * 1024
             self._client = InferenceGRPCClient(
-                url=self.settings.predictor_host,
+                url=self.host,
                 timeout=self.settings.predictor_request_timeout_seconds,
                 retries=0,
                 channel_args=[
@@ -260,14 +298,30 @@ class ImageTransformer(Model):
 
     # ------------------------------------------------------------------ admission control
     async def __call__(self, body, headers=None, verb=None):
+        target = self._routed(headers)
         link = self.link
         if link.inflight >= self.settings.max_inflight:
             raise Overloaded(f"transformer busy ({self.settings.max_inflight} requests in flight); retry later", retry_after=1)
         link.inflight += 1
         try:
-            return await (super().__call__(body, headers) if verb is None else super().__call__(body, headers, verb))
+            call = super(ImageTransformer, target).__call__
+            return await (call(body, headers) if verb is None else call(body, headers, verb))
         finally:
             link.inflight -= 1
+
+    def _routed(self, headers) -> "ImageTransformer":
+        """This model, or its twin on the predictor revision the revision header names (created on
+        first use: it describes that revision's model and follows it on its own)."""
+        tag = self.link.route(headers)
+        if not tag:
+            return self
+        link = self.link.tagged(tag)
+        twin = link.models.get(self.name)
+        if twin is None:
+            twin = ImageTransformer(self.settings, self.name, link)
+            twin.enable_latency_logging = self.enable_latency_logging
+            twin.load()
+        return twin
 
     # ------------------------------------------------------------------ handlers
     async def preprocess(self, body, headers: dict[str, str] | None = None) -> Batch:
@@ -312,7 +366,6 @@ class ImageTransformer(Model):
             t0 = time.perf_counter()
             rgb = imaging.decode_image_view(data, max_pixels=s.max_pixels)  # no copy of the pixels
             t1 = time.perf_counter()
-            METRICS.image_pixels.labels(self.name).observe(rgb.shape[0] * rgb.shape[1])
             _, lb = geometry.preprocess(rgb, w, h, info.preprocess, out=tensor[i])  # uint8 or float32, as tensor
             del rgb  # one decoded image at a time (a 64 MP photo is ~190 MB of pixels)
             letterboxes.append(lb)
@@ -366,10 +419,13 @@ class ImageTransformer(Model):
                     batch.timings[stage] = batch.timings.get(stage, 0.0) + seconds
                 batch.timings["retry"] = batch.timings.get("retry", 0.0) + time.perf_counter() - t_retry
         rpc = time.perf_counter() - t0
-        version = response.model_version or str(T.plain_value((response.parameters or {}).get(T.MODEL_VERSION_PARAMETER, "")))
+        answer = response.parameters or {}
+        version = response.model_version or str(T.plain_value(answer.get(T.MODEL_VERSION_PARAMETER, "")))
         if version and self.tracker.observe(version):
             self._describe_later()  # a version we have not seen answered: learn it
-        remote = parse_server_timing(T.plain_value((response.parameters or {}).get(T.SERVER_TIMING_PARAMETER, "")) or "")
+        batch.version = version or batch.info.version
+        batch.revision = str(T.plain_value(answer.get(T.REVISION_PARAMETER, "")) or "")
+        remote = parse_server_timing(T.plain_value(answer.get(T.SERVER_TIMING_PARAMETER, "")) or "")
         batch.timings["transport"] = max(0.0, rpc - remote.get("predictor-total", 0.0) - batch.timings.get("retry", 0.0))
         batch.timings.update(remote)
         return batch, response
@@ -386,7 +442,7 @@ class ImageTransformer(Model):
             raise PredictorError("predictor response misses a declared output") from e
         if counts.shape[0] != len(batch.letterboxes):
             raise PredictorError("predictor returned a different number of images")
-        documents = []
+        documents, answered = [], []
         for i, lb in enumerate(batch.letterboxes):
             n = int(counts[i])
             rows = dets[i, :n].copy()
@@ -394,20 +450,30 @@ class ImageTransformer(Model):
             if batch.clip:
                 rows[:, :4] = geometry.clip_boxes_cxcywh(rows[:, :4], lb.src_w, lb.src_h)
             names = [v.decode() if isinstance(v, bytes) else str(v) for v in labels[i, :n]]
-            for name in names:
-                METRICS.detections.labels("transformer", self.name, name).inc()
+            answered.append(list(zip(names, rows[:, T.COL_CONF].tolist())))
             documents.append(payload.image_document(lb.src_w, lb.src_h, payload.detection_dicts(rows, names), batch.fmt))
-        METRICS.images.labels("transformer", self.name).inc(len(documents))
+        METRICS.observe_output("transformer", self.name, batch.version, answered,
+                               pixels=[lb.src_w * lb.src_h for lb in batch.letterboxes], revision=batch.revision)
         batch.timings["postprocess"] = time.perf_counter() - t0
         METRICS.observe_stages("transformer", self.name, {k: v for k, v in batch.timings.items() if not k.startswith("predictor-")})
         if response_headers is not None:
             response_headers["server-timing"] = format_server_timing(batch.timings)
+            response_headers.update(self._identity(batch))
         if batch.protocol == "v1":
             return payload.v1_body(documents, batch.fmt)
         out = InferOutput(T.OUTPUT_DETECTIONS, [len(documents)], "BYTES")
         out.set_data_from_numpy(np.array([orjson.dumps(d) for d in documents], dtype=object), binary_data=False)
         return InferResponse(response_id=batch.request_id, model_name=self.name, infer_outputs=[out],
-                             model_version=batch.info.version)
+                             model_version=batch.version)
+
+    def _identity(self, batch: Batch) -> dict[str, str]:
+        """Response headers naming what answered: model, version, predictor revision, routed tag."""
+        out = {T.MODEL_NAME_HEADER: self.name, T.MODEL_VERSION_HEADER: batch.version}
+        if batch.revision:
+            out[T.PREDICTOR_REVISION_HEADER] = batch.revision
+        if self.link.tag:
+            out[self.settings.revision_header] = self.link.tag
+        return out
 
 
 def _summary(info: MI.ModelInfo) -> str:

@@ -59,6 +59,11 @@ class TransformerSettings:
     grpc_port: int = 8081
     enable_grpc: bool = True
     grace_period: int = 30
+    #: Request header that picks a predictor revision by tag (``latest``/``prev``, aliases
+    #: ``canary``/``stable``; see ``transformer.routing``); "" = requests are never routed by tag.
+    revision_header: str = ""
+    #: ``((tag, host), ...)`` the tagged requests go to; () = derived from ``predictor_host``.
+    revision_hosts: tuple = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_inflight", type=int, default=d.max_inflight)
     p.add_argument("--body_read_timeout_seconds", type=float, default=d.body_read_timeout_seconds)
     p.add_argument("--wire_dtype", choices=("uint8", "fp32"), default=d.wire_dtype)
+    p.add_argument("--revision_header", type=str.lower, default=d.revision_header, metavar="NAME",
+                   help="route requests carrying this header (latest|prev, aliases canary|stable) to "
+                   "that predictor revision's tag host, e.g. x-model-revision (default: off)")
+    p.add_argument("--revision_hosts", type=_revision_hosts, default=d.revision_hosts, metavar="TAG=HOST,...",
+                   help="tag hosts, e.g. prev=127.0.0.1:9001,latest=127.0.0.1:9002 (default: latest-/prev- "
+                   "+ the predictor_host's first label, Knative's tag hosts)")
     return p
+
+
+def _revision_hosts(text: str) -> tuple:
+    from transformer.routing import parse_revision_hosts
+
+    try:
+        return parse_revision_hosts(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _check(s: TransformerSettings) -> None:
@@ -94,6 +114,12 @@ def _check(s: TransformerSettings) -> None:
         raise ValueError("limits must be >= 1")
     if s.max_inflight_bytes < s.max_body_bytes:
         raise ValueError("--max_inflight_bytes must be at least --max_body_bytes")
+    if s.revision_hosts and not s.revision_header:
+        raise ValueError("--revision_hosts needs --revision_header (the header that picks a revision)")
+    if s.revision_header:
+        from transformer.routing import revision_targets
+
+        revision_targets(s.predictor_host, s.revision_hosts)  # derivable, or a clear error now
 
 
 def parse_settings(argv: list[str] | None = None) -> TransformerSettings:

@@ -8,8 +8,9 @@ Output-quality series (what a model answers, not how fast) carry a ``model_versi
 dashboard can put a stable and a canary model side by side: ``yolo_detections_total``,
 ``yolo_images_total``, ``yolo_input_image_pixels``, ``yolo_detections_per_image`` and
 ``yolo_detection_confidence``. :meth:`Metrics.observe_output` records all of them for one batch.
-``model_version`` is the last label and defaults to ``""``: ``.labels(...)`` calls that predate it
-still work.
+They also carry ``revision``: the Knative revision (``K_REVISION``) of the predictor that produced
+the output, ``""`` outside Knative. ``model_version`` and ``revision`` are the last labels and
+default to ``""``: ``.labels(...)`` calls that predate them still work.
 """
 
 from __future__ import annotations
@@ -46,18 +47,25 @@ def parse_server_timing(header: str) -> dict[str, float]:
 
 #: Label naming the model that produced an output (e.g. a short hash of cfg+weights+names).
 VERSION_LABEL = "model_version"
+#: Label naming the Knative revision of the predictor that produced an output ("" outside Knative).
+REVISION_LABEL = "revision"
+#: Trailing labels that callers may leave out (recorded as "").
+_OPTIONAL_LABELS = (VERSION_LABEL, REVISION_LABEL)
 _PER_IMAGE_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 300)
 _CONFIDENCE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 class _VersionDefault:
-    """``labels()`` without the trailing ``model_version`` value records under ``model_version=""``."""
+    """``labels()`` without the trailing ``model_version`` / ``revision`` values records them as ``""``."""
 
     def labels(self, *values: object, **named: object):
-        if values and len(values) == len(self._labelnames) - 1:  # type: ignore[attr-defined]
-            values = (*values, "")
-        elif named and VERSION_LABEL not in named:
-            named[VERSION_LABEL] = ""
+        names = self._labelnames  # type: ignore[attr-defined]
+        optional = [n for n in names[-len(_OPTIONAL_LABELS):] if n in _OPTIONAL_LABELS]
+        if values and len(names) - len(optional) <= len(values) < len(names):
+            values = (*values, *([""] * (len(names) - len(values))))
+        elif named:
+            for n in optional:
+                named.setdefault(n, "")
         return super().labels(*values, **named)  # type: ignore[misc]
 
 
@@ -81,21 +89,21 @@ class Metrics:
         )
         self.detections = _VersionedCounter(
             "yolo_detections_total", "Detections returned, by class",
-            ["component", "model_name", "class_name", VERSION_LABEL], registry=r,
+            ["component", "model_name", "class_name", *_OPTIONAL_LABELS], registry=r,
         )
         self.images = _VersionedCounter(
-            "yolo_images_total", "Images processed", ["component", "model_name", VERSION_LABEL], registry=r
+            "yolo_images_total", "Images processed", ["component", "model_name", *_OPTIONAL_LABELS], registry=r
         )
         self.image_pixels = _VersionedHistogram(
             "yolo_input_image_pixels",
             "Pixel count of decoded input images",
-            ["model_name", VERSION_LABEL],
+            ["model_name", *_OPTIONAL_LABELS],
             buckets=(1e4, 1e5, 3e5, 1e6, 2e6, 5e6, 1.2e7, 2.5e7, 5e7),
             registry=r,
         )
 
         def per_version(name: str, doc: str, buckets: tuple) -> _VersionedHistogram:
-            return _VersionedHistogram(name, doc, ["component", "model_name", VERSION_LABEL], buckets=buckets,
+            return _VersionedHistogram(name, doc, ["component", "model_name", *_OPTIONAL_LABELS], buckets=buckets,
                                        registry=r)
 
         self.detections_per_image = per_version(
@@ -124,15 +132,17 @@ class Metrics:
         version: str,
         images: Iterable[Sequence[tuple[str, float]]],
         pixels: Iterable[int] = (),
+        revision: str = "",
     ) -> None:
         """Record what one batch answered: per image, its ``(class_name, confidence)`` pairs.
 
         Counts the images and the detections by class, and observes detections per image and
         every confidence. ``pixels`` (``width * height`` of each input, transformer only) goes to
         ``yolo_input_image_pixels``; leave it empty where image sizes are observed elsewhere.
+        ``version`` and ``revision`` name the predictor model and Knative revision that answered.
         """
-        per_image = self.detections_per_image.labels(component, model, version)
-        confidence = self.confidence.labels(component, model, version)
+        per_image = self.detections_per_image.labels(component, model, version, revision)
+        confidence = self.confidence.labels(component, model, version, revision)
         n_images = 0
         per_class: collections.Counter[str] = collections.Counter()
         for dets in images:
@@ -142,19 +152,22 @@ class Metrics:
                 per_class[class_name] += 1
                 confidence.observe(float(conf))
         for class_name, n in per_class.items():
-            self.detections.labels(component, model, class_name, version).inc(n)
-        self.images.labels(component, model, version).inc(n_images)
+            self.detections.labels(component, model, class_name, version, revision).inc(n)
+        self.images.labels(component, model, version, revision).inc(n_images)
+        pixel_hist = self.image_pixels.labels(model, version, revision)
         for n in pixels:
-            self.image_pixels.labels(model, version).observe(n)
+            pixel_hist.observe(n)
 
     def observe_predictor(
-        self, model: str, timings: Mapping[str, object], shape, rows: Iterable, names, version: str = ""
+        self, model: str, timings: Mapping[str, object], shape, rows: Iterable, names, version: str = "",
+        revision: str = "",
     ) -> None:
         """Stages and outputs of one predictor batch: ``rows`` holds one ``[K, 6]`` detection array
         per image (``shape``, the input tensor's, is unused: kept for existing callers)."""
         self.observe_stages("predictor", model, timings)  # type: ignore[arg-type]
         self.observe_output("predictor", model, version,
-                            (list(zip([names[c] for c in img[:, 5].astype(int)], img[:, 4].tolist())) for img in rows))
+                            (list(zip([names[c] for c in img[:, 5].astype(int)], img[:, 4].tolist())) for img in rows),
+                            revision=revision)
 
     def reject(self, component: str, reason: str) -> None:
         self.rejected.labels(component, reason).inc()

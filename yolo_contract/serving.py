@@ -37,8 +37,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from yolo_contract.errors import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, ServingError
 from yolo_contract.observability import METRICS
 from yolo_contract.tensors import QUERY_HEADER as _QUERY, REQUEST_ID_HEADER
+from yolo_contract import tensors as _T
 
 QUERY_HEADER = _QUERY.encode()
+#: Response headers the access line names, as ``label=value`` (what answered the request).
+_ACCESS_FIELDS = {_T.MODEL_NAME_HEADER.encode(): "model", _T.MODEL_VERSION_HEADER.encode(): "version",
+                  _T.REVISION_HEADER.encode(): "tag", _T.PREDICTOR_REVISION_HEADER.encode(): "revision"}
 
 logger = logging.getLogger("yolo_kserve")
 access_logger = logging.getLogger("yolo_kserve.access")
@@ -280,13 +284,16 @@ class RequestMiddleware:
         if extra_headers:
             scope = dict(scope, headers=[*headers, *extra_headers])
         path, method = scope.get("path", ""), scope.get("method", "GET")
-        status_box = {"status": 0}
+        status_box = {"status": 0, "who": ""}
         held = 0
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status_box["status"] = message["status"]
                 message.setdefault("headers", [])
+                who = {k: v for k, v in message["headers"] if k in _ACCESS_FIELDS}
+                status_box["who"] = "".join(f"{label}={who[k].decode('latin-1')} "
+                                            for k, label in _ACCESS_FIELDS.items() if k in who)
                 message["headers"] = [
                     *[(k, v) for k, v in message["headers"] if k.lower() != b"x-request-id"],
                     (b"x-request-id", request_id.encode()),
@@ -340,10 +347,11 @@ class RequestMiddleware:
         finally:
             self.inflight_bytes -= held
             access_logger.info(
-                "%s %s %s %d %.1fms",
+                "%s %s %s %s%d %.1fms",
                 request_id,
                 method,
                 path,
+                status_box["who"],
                 status_box["status"],
                 (time.perf_counter() - started) * 1000,
             )

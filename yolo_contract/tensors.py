@@ -16,7 +16,8 @@ Response from the predictor:
     output ``labels``: ``BYTES [N, K]``, UTF-8 class name of each row ("" for padding), so the
     transformer never needs the model's ``.names`` file (and a canary with other classes just works).
     parameter ``model_version`` (and ``InferResponse.model_version``): the version of the model that
-    answered (see ``yolo_contract.model_info``).
+    answered (see ``yolo_contract.model_info``); parameter ``revision``: the predictor's Knative
+    revision (``K_REVISION``), absent outside Knative.
 
 What the transformer did (sent with every transformer request; hand-made requests may omit it):
     parameter ``preprocess``: ``letterbox`` or ``resize`` (the tensor's H and W give the size). If it,
@@ -80,6 +81,18 @@ REQUEST_ID_HEADER = "x-request-id"
 #: Header into which the HTTP middleware copies the request's query string (raw-image uploads
 #: carry their parameters as ``?confidence=0.25&class_filter=dog``).
 QUERY_HEADER = "x-yolo-query"
+
+#: Response headers of the transformer naming what answered: the served model name, the version of
+#: the predictor model that answered, the Knative revision of the predictor pod (when it runs in
+#: one) and, for a request routed by revision tag, the tag (``latest`` / ``prev``).
+MODEL_NAME_HEADER = "x-model-name"
+MODEL_VERSION_HEADER = "x-model-version"
+PREDICTOR_REVISION_HEADER = "x-predictor-revision"
+#: Request header that picks a predictor revision by tag (the transformer's ``--revision_header``;
+#: the manifests turn it on under this name). Echoed in the response with the canonical tag.
+REVISION_HEADER = "x-model-revision"
+#: Accepted values of the revision header: KServe's tag names, and aliases for them.
+REVISION_TAGS = {"latest": "latest", "canary": "latest", "prev": "prev", "stable": "prev"}
 
 
 def plain_value(value: object) -> object:
@@ -180,6 +193,9 @@ def check_parameter_names(raw: object, accepted: Sequence[str]) -> None:
 SERVER_TIMING_PARAMETER = "server_timing"
 #: Response parameter naming the version of the model that answered.
 MODEL_VERSION_PARAMETER = "model_version"
+#: Response parameter naming the Knative revision (``K_REVISION``) of the predictor that answered;
+#: absent outside Knative.
+REVISION_PARAMETER = "revision"
 #: Request parameter stating how the transformer prepared ``images`` (one of PREPROCESS_MODES).
 PREPROCESS_PARAMETER = "preprocess"
 #: ``letterbox``: Darknet's letterbox_image (aspect kept, grey bars); ``resize``: resize_image to the

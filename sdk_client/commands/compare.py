@@ -1,4 +1,12 @@
-"""``rollout compare``: send the same images to a stable and a canary endpoint and compare answers.
+"""``yolo-kserve rollout compare``: the same images to a stable and a canary endpoint, answers compared.
+
+Two forms (the rollout command parses them and calls :func:`run_compare`):
+
+* local: ``rollout compare IMAGES... --stable-url URL --canary-url URL``: any two transformers;
+* cluster: ``rollout compare NAME -n NS IMAGES...``: the InferenceService's transformer (its
+  ``status.url``, or ``--url``), with the revision header set to ``prev`` on the stable side and
+  ``latest`` on the canary side, so that both predictor revisions of a canary answer through the
+  same transformer (``sdk_client.commands.rollout.analysis_target`` finds URL and header).
 
 Every image (files, folders, globs) goes to both endpoints with a low confidence (``--map-conf``,
 default 0.005) so that the canary's detections can be ranked for mAP. Everything else is measured
@@ -9,21 +17,16 @@ threshold, and the filtered answer equals the served one (up to the 6 decimals o
 
 Report (table on stdout, JSON with ``--output``; layout in :func:`analyze`): agreement of the
 canary with the stable model (detections matched by class at IoU >= ``--iou``: precision, recall,
-F1, mAP@0.5 with stable as the reference), per-class changes, confidence shift, latency p50/p95
-and errors of each endpoint; with ``--labels`` (COCO JSON or a folder of YOLO ``.txt`` files)
-also mAP@0.5 and mAP@0.5:0.95 of both against the ground truth. Exit status: 0, 1 when the gate
-fails (``--min-f1``, ``--max-error-rate``, ``--max-map-drop``, or no image answered by both),
-2 for usage errors.
-
-The lead wires this as ``yolo-kserve rollout compare``: the rollout command calls
-:func:`add_compare_arguments` on its parser and :func:`run_compare` with the parsed arguments
-(a cluster form fills ``stable_url``/``canary_url`` and the ``*_header`` lists before the call).
+F1, mAP@0.5 with stable as the reference), per-class changes, confidence shift, latency p50/p95,
+errors and the model versions that answered each endpoint; with ``--labels`` (COCO JSON or a folder
+of YOLO ``.txt`` files) also mAP@0.5 and mAP@0.5:0.95 of both against the ground truth. Exit status:
+0, 1 when the gate fails (``--min-f1``, ``--max-error-rate``, ``--max-map-drop``, no image answered
+by both, or in the cluster form a side answered by several model versions), 2 for usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import logging
 import os
@@ -35,7 +38,6 @@ from typing import Any, Mapping, Sequence
 
 from sdk_client.commands import argtypes
 
-NAME = "compare"
 PROG = "yolo-kserve rollout compare"
 SCHEMA = "yolo-kserve-compare/1"
 #: Confidence sent for the mAP ranking (COCO practice is 0.001..0.05; lower costs NMS time).
@@ -45,7 +47,14 @@ MAX_ERROR_SAMPLES = 5
 SIDES = ("stable", "canary")
 DESCRIPTION = ("Send the same images to a stable and a canary endpoint and report how far the canary "
                "agrees with stable (precision, recall, F1, mAP@0.5), per-class changes, the confidence "
-               "shift, latency and errors of each; with --labels also mAP against ground truth.")
+               "shift, latency, errors and model versions of each; with --labels also mAP against "
+               "ground truth. Local form: IMAGES... --stable-url URL --canary-url URL. Cluster form: "
+               "NAME IMAGES... (the InferenceService's prev and latest predictor revisions, through its "
+               "transformer).")
+
+
+class UsageError(ValueError):
+    """Bad arguments: reported as one line, exit status 2."""
 
 
 def _served_confidence() -> float:
@@ -66,34 +75,15 @@ def _header(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every ``rollout compare`` option, on ``parser`` (positional ``IMAGES`` included)."""
-    from ..client import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT, PROTOCOLS
-
-    parser.add_argument("images", nargs="+", metavar="IMAGES",
-                        help="image files, folders (searched recursively) or glob patterns")
-    g = parser.add_argument_group("endpoints")
-    for side in SIDES:
-        g.add_argument(f"--{side}-url", metavar="URL",
-                       help=f"{side} transformer URL (host:port for gRPC)")
-        g.add_argument(f"--{side}-header", type=_header, action="append", default=[],
-                       metavar="K=V", help=f"header sent to the {side} endpoint (repeatable), e.g. "
-                       "Host=... or a revision-routing header")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
-    g.add_argument("--protocol", choices=PROTOCOLS, default="v1",
-                   help="inference protocol (default: %(default)s)")
-    g.add_argument("--timeout", type=argtypes.positive_float, default=DEFAULT_TIMEOUT, metavar="S",
-                   help="per-request timeout in seconds (default: %(default)s)")
-    g.add_argument("--retries", type=argtypes.non_negative_int, default=DEFAULT_RETRIES, metavar="N",
-                   help="retries on 503/504/connection errors (default: %(default)s)")
+def add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
+    """The analysis and gate options (``rollout compare`` and ``rollout canary --steps``)."""
+    g = parser.add_argument_group("analysis")
     g.add_argument("-c", "--concurrency", type=argtypes.positive_int, default=2, metavar="N",
                    help="images in flight; each goes to both endpoints (default: %(default)s)")
-
-    g = parser.add_argument_group("analysis")
     g.add_argument("--conf", type=argtypes.fraction, default=_served_confidence(), metavar="P",
                    help="confidence threshold of the agreement and counts: the served one "
                    "(default: %(default)s, the servers' default)")
-    g.add_argument("--map-conf", type=argtypes.fraction, default=DEFAULT_MAP_CONFIDENCE, metavar="P",
+    g.add_argument("--map-conf", type=argtypes.confidence, default=DEFAULT_MAP_CONFIDENCE, metavar="P",
                    help="confidence sent to both endpoints, for mAP ranking (>= 0.001, <= --conf; "
                    "default: %(default)s)")
     g.add_argument("--iou", type=argtypes.fraction, default=0.5, metavar="P",
@@ -109,22 +99,41 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--min-f1", type=argtypes.fraction, metavar="F",
                    help="least agreement F1 of the canary with stable")
     g.add_argument("--max-error-rate", type=argtypes.fraction, default=0.0, metavar="R",
-                   help="largest share of failed requests per endpoint (default: %(default)s)")
+                   help="largest share of failed requests per endpoint, after retries "
+                   "(default: %(default)s)")
     g.add_argument("--max-map-drop", type=argtypes.fraction, metavar="D",
                    help="with --labels: largest drop of the canary's mAP@0.5:0.95 below stable's")
 
+
+def add_endpoint_arguments(parser: argparse.ArgumentParser, *, timeout_flag: str = "--timeout") -> None:
+    """Connection options (``detect``'s, described for the two forms)."""
+    from .detect import add_connection_arguments
+
+    add_connection_arguments(
+        parser, timeout_flag=timeout_flag,
+        url_help="the transformer URL to use instead of the InferenceService's status.url (e.g. "
+        "http://$INGRESS_HOST:$INGRESS_PORT; the Host header is then status.url's host)",
+        model_help="model name (default: the InferenceService's model name; local form: yolov3)")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every ``rollout compare`` option, on ``parser`` (positional ``[NAME] IMAGES`` included)."""
+    parser.add_argument("targets", nargs="+", metavar="NAME|IMAGES",
+                        help="cluster form: the InferenceService name, then images; local form (with "
+                        "--stable-url/--canary-url): images. Images are files, folders (searched "
+                        "recursively) or glob patterns")
+    g = parser.add_argument_group("endpoints")
+    for side in SIDES:
+        g.add_argument(f"--{side}-url", metavar="URL",
+                       help=f"local form: the {side} transformer URL (host:port for gRPC)")
+        g.add_argument(f"--{side}-header", type=_header, action="append", default=[],
+                       metavar="K=V", help=f"header sent to the {side} endpoint only (repeatable), e.g. "
+                       "x-model-revision=prev or an auth token")
+    add_endpoint_arguments(parser)
+    add_analysis_arguments(parser)
     g = parser.add_argument_group("output")
     g.add_argument("-o", "--output", metavar="FILE.json", help="write the report as JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Temporary top-level ``yolo-kserve compare`` until the rollout command hosts it."""
-    p = subparsers.add_parser(NAME, help="compare a canary endpoint with a stable one on images",
-                              description=DESCRIPTION)
-    add_compare_arguments(p)
-    p.set_defaults(handler=run_compare)
-    return p
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,6 +147,7 @@ class Endpoint:
     name: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    host: str | None = None
 
 
 @dataclass
@@ -153,6 +163,24 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
+def image_paths(args: Sequence[str]) -> list[str]:
+    """The image files named by ``args`` (files, folders, globs; see ``sdk_client.sources``).
+
+    Raises:
+        UsageError: an argument matches nothing, or names a video or a URL.
+    """
+    from ..sources import collect as collect_sources
+
+    sources, problems = collect_sources(args)
+    others = [s for s in sources if s.kind != "image"]
+    problems += [f"{s.display} is a {s.kind}: compare takes image files" for s in others[:1]]
+    if problems:
+        raise UsageError("; ".join(problems))
+    if not sources:
+        raise UsageError("no images found")
+    return [s.display for s in sources]
+
+
 def collect(
     paths: Sequence[str],
     endpoints: Sequence[Endpoint],
@@ -164,31 +192,34 @@ def collect(
     confidence: float,
     concurrency: int = 2,
     progress: bool = True,
+    v2_binary: bool = False,
 ) -> tuple[dict[str, list[Outcome]], list[tuple[str, str]]]:
     """Send every image to every endpoint; ``({endpoint name: [Outcome per path]}, unreadable)``.
 
     Each image is read once and sent to the endpoints one after the other, the order alternating
-    between images so neither side always goes first. Latency is the client-side time of
-    ``detect`` (retries included). ``unreadable`` lists ``(path, error)`` of files that could not
-    be read (their outcomes stay empty).
+    between images so neither side always goes first; at most ``concurrency`` images are in flight
+    (the SDK's bounded pool). Latency is the client-side time of ``detect`` (retries included).
+    ``unreadable`` lists ``(path, error)`` of files that could not be read (their outcomes stay
+    empty), in input order.
     """
     from tqdm import tqdm
 
+    from .._pool import bounded_map
     from ..client import DetectionClient
 
     # kserve's gRPC client logs every failed call with a traceback; failures are counted here.
-    logging.getLogger("kserve").setLevel(logging.CRITICAL + 1)
-    clients = [DetectionClient(e.url, model=model, protocol=protocol, timeout=timeout, retries=retries,
-                               headers=dict(e.headers)) for e in endpoints]
+    logging.getLogger("grpc").setLevel(logging.CRITICAL + 1)
+    clients = [DetectionClient(e.url, model=model, host=e.host, protocol=protocol, timeout=timeout,
+                               retries=retries, headers=dict(e.headers), v2_binary=v2_binary)
+               for e in endpoints]
     outcomes = {e.name: [Outcome() for _ in paths] for e in endpoints}
     unreadable: list[tuple[str, str]] = []
 
-    def one(i: int) -> None:
+    def one(i: int) -> str | None:
         try:
             data = Path(paths[i]).read_bytes()
         except OSError as e:
-            unreadable.append((paths[i], f"{type(e).__name__}: {e.strerror or e}"))
-            return
+            return f"{type(e).__name__}: {e.strerror or e}"
         order = range(len(endpoints)) if i % 2 == 0 else reversed(range(len(endpoints)))
         for k in order:
             out = outcomes[endpoints[k].name][i]
@@ -199,22 +230,20 @@ def collect(
             except Exception as e:  # noqa: BLE001 -- any failure is this endpoint's error for the image
                 out.error = _short_error(e)
             out.seconds = time.perf_counter() - t0
+        return None
 
     bar = tqdm(total=len(paths), unit="img", desc="compare", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="compare")
     try:
-        futures = [pool.submit(one, i) for i in range(len(paths))]
-        for fut in concurrent.futures.as_completed(futures):
-            fut.result()
+        for i, why in bounded_map(one, range(len(paths)), concurrency, thread_name_prefix="compare"):
+            if why is not None:
+                unreadable.append((paths[i], why))
             bar.update(1)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         for c in clients:
             c.close()
     return outcomes, unreadable
-
 
 # --------------------------------------------------------------------------------------------
 # ground truth
@@ -310,20 +339,29 @@ def load_labels(labels: str, paths: Sequence[str], sizes: Sequence[tuple[int, in
         raise LabelsError(f"none of the images is listed in {labels} (matched by file_name or base name)")
     return out, "coco"
 
-
 # --------------------------------------------------------------------------------------------
 # analysis
 
 
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (as ``bench`` reports); ``None`` for no values."""
+    import numpy as np
+
+    return float(np.percentile(values, q, method="inverted_cdf")) if len(values) else None
+
+
 def _endpoint_summary(endpoint: Endpoint, outcomes: Sequence[Outcome], compared: Sequence[Any],
                       confidence: float) -> dict[str, Any]:
-    from ..benchmark import percentile
-
     sent = [o for o in outcomes if o.seconds is not None]
     ok = [o.seconds for o in sent if o.error is None]
     errors = [o.error for o in sent if o.error is not None]
     counts = [len(b.above(confidence)) for b in compared]
     confs = [s for b in compared for s in b.above(confidence).scores]
+    versions: dict[str, int] = {}
+    for o in sent:
+        if o.result is not None:
+            key = o.result.model_version or "unknown"
+            versions[key] = versions.get(key, 0) + 1
 
     def ms(x: float | None) -> float | None:
         return None if x is None else round(x * 1000.0, 3)
@@ -334,7 +372,8 @@ def _endpoint_summary(endpoint: Endpoint, outcomes: Sequence[Outcome], compared:
         "errors": len(errors),
         "error_rate": round(len(errors) / len(sent), 6) if sent else None,
         "error_samples": errors[:MAX_ERROR_SAMPLES],
-        "latency_ms": {"n": len(ok), "p50": ms(percentile(ok, 50)), "p95": ms(percentile(ok, 95)),
+        "model_versions": dict(sorted(versions.items())),
+        "latency_ms": {"n": len(ok), "p50": ms(_percentile(ok, 50)), "p95": ms(_percentile(ok, 95)),
                        "mean": ms(sum(ok) / len(ok)) if ok else None, "max": ms(max(ok, default=None))},
         "detections": sum(counts),
         "detections_per_image": round(sum(counts) / len(counts), 6) if counts else None,
@@ -362,7 +401,8 @@ def analyze(
         settings      what was sent and the thresholds
         images        {total, compared (answered by both), unreadable: [[path, error]],
                        labelled (with --labels)}
-        stable|canary {url, requests, errors, error_rate, error_samples, latency_ms {n, p50, p95,
+        stable|canary {url, requests, errors, error_rate, error_samples, model_versions {version:
+                       answers} ("unknown" where the server names none), latency_ms {n, p50, p95,
                        mean, max}, detections, detections_per_image, images_without_detections,
                        mean_confidence}     (counts above --conf, over the compared images)
         agreement     {images, tp, fp, fn, precision, recall, f1, map50, mean_iou,
@@ -370,6 +410,9 @@ def analyze(
                        matched, precision, recall, f1, mean_confidence_stable|canary}},
                        worst_images [{image, f1, stable, canary, matched}]}
         ground_truth  null, or {images, stable|canary: {map50, map50_95, per_class}}
+
+    :func:`compare` adds ``gate {passed, reasons, min_f1, max_error_rate, max_map_drop}`` and
+    ``notes`` (a list of remarks, e.g. both sides answered by the same model version).
     """
     from .. import analysis
 
@@ -418,12 +461,21 @@ def _f(x: Any, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _versions(side: Mapping[str, Any]) -> str:
+    return ",".join(side.get("model_versions") or {}) or "-"
+
+
 def format_table(report: Mapping[str, Any]) -> str:
     """The report as a terminal table."""
     s = report["settings"]
     st, ca, ag = report["stable"], report["canary"], report["agreement"]
     img = report["images"]
-    lines = [f"compared {img['compared']} of {img['total']} images: stable {st['url']}  canary {ca['url']}"]
+    revs = s.get("revisions")
+    if revs:
+        lines = [f"compared {img['compared']} of {img['total']} images through {st['url']}: stable = revision "
+                 f"{revs['prev']} (prev), canary = revision {revs['latest']} (latest)"]
+    else:
+        lines = [f"compared {img['compared']} of {img['total']} images: stable {st['url']}  canary {ca['url']}"]
     rows = [
         ("latency p50 (ms)", _f(st["latency_ms"]["p50"], ".1f"), _f(ca["latency_ms"]["p50"], ".1f")),
         ("latency p95 (ms)", _f(st["latency_ms"]["p95"], ".1f"), _f(ca["latency_ms"]["p95"], ".1f")),
@@ -432,9 +484,10 @@ def format_table(report: Mapping[str, Any]) -> str:
         ("detections per image", _f(st["detections_per_image"], ".2f"), _f(ca["detections_per_image"], ".2f")),
         ("images without detections", str(st["images_without_detections"]), str(ca["images_without_detections"])),
         ("mean confidence", _f(st["mean_confidence"]), _f(ca["mean_confidence"])),
+        ("model version", _versions(st), _versions(ca)),
     ]
-    lines.append(f"  {'':<30}{'stable':>12}{'canary':>12}")
-    lines += [f"  {a:<30}{b:>12}{c:>12}" for a, b, c in rows]
+    lines.append(f"  {'':<30}{'stable':>14}{'canary':>14}")
+    lines += [f"  {a:<30}{b:>14}{c:>14}" for a, b, c in rows]
     shift = ag["confidence_shift"]
     lines += [
         "",
@@ -457,14 +510,16 @@ def format_table(report: Mapping[str, Any]) -> str:
     gt = report.get("ground_truth")
     if gt:
         lines += ["", f"ground truth ({gt['images']} labelled images)",
-                  f"  {'':<30}{'stable':>12}{'canary':>12}",
-                  f"  {'mAP@0.5':<30}{_f(gt['stable']['map50']):>12}{_f(gt['canary']['map50']):>12}",
-                  f"  {'mAP@0.5:0.95':<30}{_f(gt['stable']['map50_95']):>12}{_f(gt['canary']['map50_95']):>12}"]
+                  f"  {'':<30}{'stable':>14}{'canary':>14}",
+                  f"  {'mAP@0.5':<30}{_f(gt['stable']['map50']):>14}{_f(gt['canary']['map50']):>14}",
+                  f"  {'mAP@0.5:0.95':<30}{_f(gt['stable']['map50_95']):>14}{_f(gt['canary']['map50_95']):>14}"]
     g = report.get("gate")
     if g:
         lines.append("")
+        lines += [f"note: {n}" for n in report.get("notes") or ()]
         lines.append("gate: PASSED" if g["passed"] else "gate: FAILED: " + "; ".join(g["reasons"]))
     return "\n".join(lines)
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,56 +531,107 @@ def _usage(msg: str) -> int:
     return 2
 
 
-def run_compare(args: argparse.Namespace) -> int:
-    """Run a comparison from parsed :func:`add_compare_arguments` options; returns the exit code."""
-    from ..analysis import gate
-    from .detect import discover
-
+def local_endpoints(args: argparse.Namespace) -> list[Endpoint]:
+    """The two endpoints of the local form (``--stable-url``/``--canary-url``)."""
     if not args.stable_url or not args.canary_url:
-        return _usage("--stable-url and --canary-url are required")
+        raise UsageError("give --stable-url and --canary-url (local form), or NAME first (cluster form)")
+    if args.url:
+        raise UsageError("--url is for the cluster form (NAME); the local form takes --stable-url and --canary-url")
+    return [Endpoint("stable", args.stable_url, dict(args.stable_header), args.host),
+            Endpoint("canary", args.canary_url, dict(args.canary_header), args.host)]
+
+
+def check_analysis_arguments(args: argparse.Namespace) -> None:
+    """Usage errors of the analysis options, found before anything is sent.
+
+    Raises:
+        UsageError: ``--map-conf`` above ``--conf``, ``--max-map-drop`` without labels, missing labels.
+    """
     if args.map_conf > args.conf:
-        return _usage(f"--map-conf {args.map_conf:g} is above --conf {args.conf:g}")
+        raise UsageError(f"--map-conf {args.map_conf:g} is above --conf {args.conf:g}")
     if args.max_map_drop is not None and not args.labels:
-        return _usage("--max-map-drop needs --labels")
+        raise UsageError("--max-map-drop needs --labels")
     if args.labels and not os.path.exists(args.labels):
-        return _usage(f"--labels {args.labels!r} does not exist")
-    items, missing = discover(args.images)
-    for m in missing:
-        print(f"{PROG}: error: no images found at {m!r}", file=sys.stderr)
-    if missing or not items:
-        return 2 if missing else _usage("no images found")
-    paths = [p for p, _ in items]
-    endpoints = [Endpoint("stable", args.stable_url, dict(args.stable_header)),
-                 Endpoint("canary", args.canary_url, dict(args.canary_header))]
-    settings = {"conf": args.conf, "map_conf": args.map_conf, "iou": args.iou, "model": args.model,
-                "protocol": args.protocol, "labels": args.labels,
-                "header_names": {e.name: sorted(e.headers) for e in endpoints}}
+        raise UsageError(f"--labels {args.labels!r} does not exist")
+
+
+def compare(paths: Sequence[str], endpoints: Sequence[Endpoint], args: argparse.Namespace, *,
+            model: str, progress: bool, settings: Mapping[str, Any] | None = None,
+            routed: bool = False) -> dict[str, Any]:
+    """Collect, analyse and gate: the report with its ``gate`` (and ``notes``).
+
+    ``args`` holds the :func:`add_analysis_arguments` options and ``protocol``, ``timeout``,
+    ``retries``, ``v2_binary``. ``routed``: each endpoint is one revision picked by header, so a
+    side answered by several model versions fails the gate (the transformer did not route).
+
+    Raises:
+        LabelsError: the ground truth cannot be read or matched.
+    """
+    from ..analysis import gate
+
     outcomes, unreadable = collect(
-        paths, endpoints, model=args.model, protocol=args.protocol, timeout=args.timeout,
-        retries=args.retries, confidence=args.map_conf, concurrency=args.concurrency,
-        progress=not args.quiet)
+        paths, endpoints, model=model, protocol=args.protocol, timeout=args.timeout, retries=args.retries,
+        confidence=args.map_conf, concurrency=args.concurrency, progress=progress,
+        v2_binary=getattr(args, "v2_binary", False))
     for path, why in unreadable:
         print(f"{PROG}: cannot read {path}: {why}", file=sys.stderr)
-    try:
-        report = analyze(paths, outcomes, endpoints, confidence=args.conf, iou_threshold=args.iou,
-                         labels=args.labels, label_category_ids=args.label_category_ids,
-                         settings=settings, unreadable=unreadable)
-    except LabelsError as e:
-        return _usage(str(e))
+    base = {"conf": args.conf, "map_conf": args.map_conf, "iou": args.iou, "model": model,
+            "protocol": args.protocol, "labels": args.labels,
+            "header_names": {e.name: sorted(e.headers) for e in endpoints}}
+    report = analyze(paths, outcomes, endpoints, confidence=args.conf, iou_threshold=args.iou,
+                     labels=args.labels, label_category_ids=args.label_category_ids,
+                     settings={**base, **(settings or {})}, unreadable=unreadable)
     passed, reasons = gate(report, min_f1=args.min_f1, max_error_rate=args.max_error_rate,
-                           max_map_drop=args.max_map_drop)
+                           max_map_drop=args.max_map_drop, one_version_per_side=routed)
     report["gate"] = {"passed": passed, "reasons": reasons, "min_f1": args.min_f1,
                       "max_error_rate": args.max_error_rate, "max_map_drop": args.max_map_drop}
+    versions = [set(report[e.name]["model_versions"]) - {"unknown"} for e in endpoints]
+    report["notes"] = []
+    if len(versions[0]) == 1 and versions[0] == versions[1]:
+        report["notes"].append(f"both sides answered model version {next(iter(versions[0]))}: the same "
+                               "model files (or the same revision)")
+    return report
+
+
+def write_report(report: Mapping[str, Any], path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+
+
+def run_compare(args: argparse.Namespace, *, images: Sequence[str] | None = None,
+                endpoints: Sequence[Endpoint] | None = None, model: str | None = None,
+                settings: Mapping[str, Any] | None = None) -> int:
+    """Run a comparison from parsed :func:`add_compare_arguments` options; returns the exit code.
+
+    Local form: everything comes from ``args`` (``args.targets`` are the images). The cluster form
+    (``sdk_client.commands.rollout``) passes the images, the two routed endpoints, the model name
+    and what it resolved (recorded under ``settings``).
+    """
+    routed = endpoints is not None
+    try:
+        eps = list(endpoints) if routed else local_endpoints(args)
+        check_analysis_arguments(args)
+        paths = image_paths(args.targets if images is None else images)
+    except UsageError as e:
+        return _usage(str(e))
+    from ..client import DEFAULT_MODEL
+
+    try:
+        report = compare(paths, eps, args, model=model or args.model or DEFAULT_MODEL, progress=not args.quiet,
+                         settings=settings, routed=routed)
+    except LabelsError as e:
+        return _usage(str(e))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        write_report(report, args.output)
     if not args.quiet:
         print(format_table(report))
-    elif not passed:
-        print(f"{PROG}: gate failed: " + "; ".join(reasons), file=sys.stderr)
-    return 0 if passed else 1
+    elif not report["gate"]["passed"]:
+        print(f"{PROG}: gate failed: " + "; ".join(report["gate"]["reasons"]), file=sys.stderr)
+    return 0 if report["gate"]["passed"] else 1
 
 
-__all__ = ["add_compare_arguments", "run_compare", "register", "collect", "analyze", "format_table",
-           "load_labels", "to_boxes", "Endpoint", "Outcome", "LabelsError", "SCHEMA"]
+__all__ = ["add_compare_arguments", "add_analysis_arguments", "add_endpoint_arguments", "run_compare",
+           "compare", "collect", "analyze", "format_table", "image_paths", "check_analysis_arguments",
+           "write_report", "load_labels", "to_boxes", "Endpoint", "Outcome", "LabelsError", "UsageError",
+           "SCHEMA"]

@@ -67,22 +67,29 @@ def default_url(protocol: str) -> str:
     return "127.0.0.1:8081" if protocol == "grpc" else "http://127.0.0.1:8080"
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser, *, protocols: bool = True) -> None:
-    """``--url --model --host --protocol --timeout --retries`` (shared with other commands)."""
+def add_connection_arguments(parser: argparse.ArgumentParser, *, protocols: bool = True,
+                             timeout_flag: str = "--timeout", url_help: str | None = None,
+                             model_help: str | None = None) -> None:
+    """``--url --model --host --protocol --timeout --retries`` (shared with other commands).
+
+    ``timeout_flag`` renames ``--timeout`` where a command has another one; ``url_help`` and
+    ``model_help`` describe ``--url``/``--model`` where their default comes from elsewhere (then
+    ``--model`` defaults to ``None``)."""
     from ..client import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT, PROTOCOLS
 
     g = parser.add_argument_group("connection")
-    g.add_argument("--url", help="transformer URL (default: $YOLO_KSERVE_URL, else "
+    g.add_argument("--url", help=url_help or "transformer URL (default: $YOLO_KSERVE_URL, else "
                    "http://$INGRESS_HOST:$INGRESS_PORT, else http://127.0.0.1:8080"
                    + ("; host:port for gRPC, default 127.0.0.1:8081)" if protocols else ")"))
-    g.add_argument("--model", default=DEFAULT_MODEL, help="model name (default: %(default)s)")
+    g.add_argument("--model", default=None if model_help else DEFAULT_MODEL,
+                   help=model_help or "model name (default: %(default)s)")
     g.add_argument("--host", default=os.environ.get("SERVICE_HOSTNAME") or None,
                    help="Host header, e.g. the Knative service hostname "
                    "(default: $SERVICE_HOSTNAME)")
     if protocols:
         g.add_argument("--protocol", choices=PROTOCOLS, default="v1",
                        help="inference protocol (default: %(default)s)")
-    g.add_argument("--timeout", type=argtypes.positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+    g.add_argument(timeout_flag, type=argtypes.positive_float, default=DEFAULT_TIMEOUT, metavar="S",
                    help="per-request timeout in seconds (default: %(default)s)")
     g.add_argument("--retries", type=argtypes.non_negative_int, default=DEFAULT_RETRIES, metavar="N",
                    help="retries on 503/504/connection errors (default: %(default)s)")

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import os
 import sys
 import time
 from typing import Any
-from sdk_client.commands import argtypes
+from urllib.parse import urlsplit
+
+from sdk_client.commands import argtypes, compare
 
 NAME = "rollout"
 GROUP = "serving.kserve.io"
@@ -43,6 +46,11 @@ KIND = "InferenceService"
 #: Container that KServe's storage initializer and the manifests use for the model server.
 MODEL_CONTAINER = "kserve-container"
 STORAGE_URI_ENV = "STORAGE_URI"
+#: KServe tags the predictor's revisions latest/prev (hosts latest-<isvc>-predictor...) with this on.
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+#: The transformer flag that names the header routing a request to one predictor revision.
+REVISION_HEADER_FLAG = "--revision_header"
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 PROG = "yolo-kserve rollout"
@@ -354,24 +362,28 @@ def format_status(s: dict) -> str:
 # CLI
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, zero: bool = False) -> float:
     try:
         val = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if val <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (val >= 0 if zero else val > 0) or val == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
     return val
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("-n", "--namespace",
+                         help="namespace (default: the kubeconfig context's, else 'default')")
+    cluster.add_argument("--kubeconfig", metavar="PATH",
+                         help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    cluster.add_argument("--context", metavar="CTX", help="kubeconfig context")
+    cluster.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="S",
+                         help="timeout of each API request (default: %(default)s)")
+
+    common = argparse.ArgumentParser(add_help=False, parents=[cluster])
     common.add_argument("name", metavar="NAME", help="InferenceService name")
-    common.add_argument("-n", "--namespace",
-                        help="namespace (default: the kubeconfig context's, else 'default')")
-    common.add_argument("--kubeconfig", metavar="PATH",
-                        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
-    common.add_argument("--context", metavar="CTX", help="kubeconfig context")
     common.add_argument("--dry-run", action="store_true",
                         help="print the plan and the patch body (JSON) and send no write; works "
                         "without a cluster (then against --manifest, if given)")
@@ -381,16 +393,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     common.add_argument("--wait", action="store_true",
                         help="wait until the InferenceService is Ready again")
     common.add_argument("--timeout", type=_seconds, default=300.0, metavar="S",
-                        help="--wait timeout in seconds (default: %(default)s)")
+                        help="seconds to wait for readiness (--wait, each --steps step; "
+                        "default: %(default)s)")
     common.add_argument("--poll-interval", type=_seconds, default=2.0, metavar="S",
                         help="--wait polling interval (default: %(default)s)")
-    common.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="S",
-                        help="timeout of each API request (default: %(default)s)")
 
     p = subparsers.add_parser(
         NAME, help="canary rollouts of the InferenceService's predictor",
         description="Canary rollouts of an InferenceService's predictor (Knative mode): "
-        "status, canary (new STORAGE_URI or image at P% of the traffic), promote (latest "
+        "status, canary (new STORAGE_URI or image at P% of the traffic, or step by step with an "
+        "analysis gate), compare (the stable and canary revisions on images), promote (latest "
         "revision gets 100%), rollback (all traffic to the last rolled-out revision).")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -399,14 +411,41 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=("text", "json"), default="text",
                    help="output format (default: %(default)s)")
 
-    c = actions.add_parser("canary", parents=[common],
-                           help="roll out a new predictor to PERCENT %% of the traffic")
-    c.add_argument("--percent", type=argtypes.percent, required=True, metavar="P",
-                   help="traffic percent for the new (latest) revision, 0-100")
+    c = actions.add_parser(
+        "canary", parents=[common], help="roll out a new predictor to P %% of the traffic, or step "
+        "by step (--steps) with an analysis gate at each step",
+        description="--percent P: one traffic change. --steps 10,50,100 --analyze IMAGES: set each "
+        "step, wait until ready, compare the prev and latest revisions on IMAGES (rollout compare) "
+        "and stop at the first failed gate, rolling back (canaryTrafficPercent 0); 100 promotes. "
+        "Without --storage-uri/--image the steps resume the canary in progress (steps at or below "
+        "its percent are skipped).")
+    amount = c.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--percent", type=argtypes.percent, metavar="P",
+                        help="traffic percent for the new (latest) revision, 0-100")
+    amount.add_argument("--steps", metavar="P,P,...",
+                        help="gated rollout: increasing percents, e.g. 10,50,100 (100 = promote)")
     what = c.add_mutually_exclusive_group()
     what.add_argument("--storage-uri", metavar="URI",
                       help=f"new model location ({STORAGE_URI_ENV} of {MODEL_CONTAINER})")
     what.add_argument("--image", metavar="IMG", help=f"new image of {MODEL_CONTAINER}")
+    g = c.add_argument_group("gated rollout (--steps)")
+    g.add_argument("--analyze", nargs="+", metavar="IMAGES",
+                   help="images compared on the prev and latest revisions at each step (files, "
+                   "folders, globs); required with --steps")
+    g.add_argument("--pause", type=functools.partial(_seconds, zero=True), default=0.0, metavar="S",
+                   help="seconds each step serves real traffic before its analysis (default: 0)")
+    g.add_argument("--report-dir", metavar="DIR",
+                   help="write each step's compare report to DIR/step-<P>.json")
+    compare.add_analysis_arguments(c)
+    compare.add_endpoint_arguments(c, timeout_flag="--infer-timeout")
+
+    cmp = actions.add_parser(
+        "compare", parents=[cluster], help="compare the stable and canary predictor revisions on "
+        "images (agreement, per-class changes, latency, errors; exit 1 when the gate fails)",
+        usage="%(prog)s NAME IMAGES... [-n NS] [options]\n"
+              "       %(prog)s IMAGES... --stable-url URL --canary-url URL [options]",
+        description=f"{compare.DESCRIPTION} See docs/canary-analysis.md.")
+    compare.add_compare_arguments(cmp)
 
     actions.add_parser("promote", parents=[common],
                        help="send 100%% of the traffic to the latest revision")
@@ -454,6 +493,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     try:
         return _run(args)
+    except compare.UsageError as e:
+        print(f"{PROG} {args.action}: error: {_one_line(str(e), 500)}", file=sys.stderr)
+        return 2
     except RolloutError as e:
         print(f"{PROG} {args.action}: error: {_one_line(str(e), 500)}", file=sys.stderr)
         return 1
@@ -490,6 +532,8 @@ def _patch_for(args: argparse.Namespace, before: dict | None) -> dict:
 def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
     before = _load_manifest(args.manifest, args.name) if args.manifest else None
     ns = args.namespace or ((before or {}).get("metadata") or {}).get("namespace") or "default"
+    if _gated(args):
+        return _print_step_plan(args, before, ns, f"dry run ({why})")
     body = _patch_for(args, before)
     plan = _describe(args.action, args, before or {"spec": {"predictor": {}}})
     print(f"dry run ({why}): would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/"
@@ -499,8 +543,12 @@ def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.action == "compare":
+        return _run_compare(args)
     if args.manifest and not args.dry_run:
         raise RolloutError("--manifest is only for --dry-run (a write always reads the cluster)")
+    if args.action == "canary":
+        _check_gated_arguments(args)
     if args.dry_run and args.action != "status":
         if args.manifest:
             return _dry_run_offline(args, f"planned against {args.manifest}")
@@ -528,6 +576,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     before = api.get(name, ns)
+    if _gated(args):
+        if args.dry_run:
+            return _print_step_plan(args, before, ns, "dry run")
+        return _run_steps(api, args, ns, before)
     body = _patch_for(args, before)
 
     if args.dry_run:
@@ -547,5 +599,292 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# the stable and canary revisions, side by side (rollout compare, rollout canary --steps)
+
+
+def _flag(args: list, flag: str) -> str | None:
+    """The value of ``flag`` in a container's args (``--flag V`` or ``--flag=V``), else None."""
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return str(args[i + 1])
+        if str(arg).startswith(flag + "="):
+            return str(arg)[len(flag) + 1:]
+    return None
+
+
+def routing_of(isvc: dict) -> tuple[str, str]:
+    """``(revision header, model name)`` of an InferenceService whose predictor revisions can be
+    reached one by one through its transformer.
+
+    Needs Knative mode, the tag-routing annotation (KServe then tags the revisions ``latest`` and
+    ``prev``; Knative gives each tag its host) and a transformer started with ``--revision_header``.
+
+    Raises:
+        RolloutError: naming what is missing.
+    """
+    meta = isvc.get("metadata") or {}
+    ref = f'inferenceservice "{meta.get("name", "?")}"'
+    ann = meta.get("annotations") or {}
+    mode = ann.get(DEPLOYMENT_MODE_ANNOTATION)
+    if mode in ("Standard", "RawDeployment"):
+        raise RolloutError(f"{ref} runs in {mode} mode: predictor revisions and canaryTrafficPercent "
+                           "exist in Knative mode only")
+    if str(ann.get(TAG_ROUTING_ANNOTATION, "")).lower() != "true":
+        raise RolloutError(f'{ref} lacks the annotation {TAG_ROUTING_ANNOTATION}: "true", so its '
+                           "predictor revisions have no latest-/prev- hosts (manifests/ set it)")
+    spec = (isvc.get("spec") or {}).get("transformer")
+    if not isinstance(spec, dict) or not spec.get("containers"):
+        raise RolloutError(f"{ref} has no transformer: the two predictor revisions are compared "
+                           "through it (the same preprocessing for both)")
+    args = _model_container(spec).get("args") or []
+    header = _flag(args, REVISION_HEADER_FLAG)
+    if not header:
+        from yolo_contract.tensors import REVISION_HEADER
+
+        raise RolloutError(f"the transformer of {ref} does not route requests to one predictor "
+                           f"revision: add {REVISION_HEADER_FLAG} {REVISION_HEADER} to its args "
+                           "(manifests/ do)")
+    return header.lower(), _flag(args, "--model_name") or meta.get("name", "")
+
+
+def analysis_target(isvc: dict) -> dict:
+    """Where the two predictor revisions of a canary answer: ``{"url", "header", "model",
+    "revisions": {"prev": name, "latest": name}}`` (URL: ``status.url``, else the transformer's).
+
+    Raises:
+        RolloutError: no routing (:func:`routing_of`), no URL yet, or no ``prev``/``latest`` tag in
+            ``status.components.predictor.traffic`` (no canary in progress).
+    """
+    header, model = routing_of(isvc)
+    name = (isvc.get("metadata") or {}).get("name", "?")
+    st = isvc.get("status") or {}
+    comps = st.get("components") or {}
+    url = st.get("url") or (comps.get("transformer") or {}).get("url")
+    if not url:
+        raise RolloutError(f'inferenceservice "{name}" has no URL in its status yet (is it ready?)')
+    tags = {t.get("tag"): t.get("revisionName")
+            for t in (comps.get("predictor") or {}).get("traffic") or [] if t.get("tag")}
+    missing = [t for t in ("prev", "latest") if t not in tags]
+    if missing:
+        raise RolloutError(
+            f'no canary to compare: the predictor traffic of inferenceservice "{name}" has no '
+            f"{' or '.join(missing)} tag (status.components.predictor.traffic); start one with "
+            f"rollout canary {name} --percent P --storage-uri URI")
+    return {"url": url, "header": header, "model": model,
+            "revisions": {"prev": tags["prev"], "latest": tags["latest"]}}
+
+
+def revision_endpoints(target: dict, url: str | None = None, host: str | None = None,
+                       stable_headers=(), canary_headers=()) -> list:
+    """The stable (``prev``) and canary (``latest``) endpoints of :func:`analysis_target`.
+
+    ``url`` replaces the status URL (e.g. the ingress); the Host header is then the status URL's
+    host unless ``host`` is given. The routing header wins over headers of the same name."""
+    if url:
+        host = host or urlsplit(target["url"]).hostname
+    return [compare.Endpoint("stable", url or target["url"], {**dict(stable_headers), target["header"]: "prev"},
+                             host),
+            compare.Endpoint("canary", url or target["url"], {**dict(canary_headers), target["header"]: "latest"},
+                             host)]
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    """``rollout compare``: the local form as it is, the cluster form through the ISVC's routing."""
+    if args.stable_url or args.canary_url:
+        return compare.run_compare(args)
+    name, images = args.targets[0], args.targets[1:]
+    if not images:
+        raise compare.UsageError("give NAME and IMAGES (cluster form), or IMAGES with --stable-url and "
+                                 "--canary-url (local form)")
+    api = IsvcApi(args.kubeconfig, args.context, args.request_timeout)
+    ns = args.namespace or api.namespace
+    target = analysis_target(api.get(name, ns))
+    endpoints = revision_endpoints(target, args.url, args.host, args.stable_header, args.canary_header)
+    return compare.run_compare(args, images=images, endpoints=endpoints, model=args.model or target["model"],
+                               settings={"inferenceservice": f"{ns}/{name}", "revisions": target["revisions"],
+                                         "revision_header": target["header"]})
+
+
+# --------------------------------------------------------------------------------------------
+# gated rollout: rollout canary NAME --steps 10,50,100 --analyze IMAGES
+
+
+def _gated(args: argparse.Namespace) -> bool:
+    return args.action == "canary" and args.steps is not None
+
+
+def _check_gated_arguments(args: argparse.Namespace) -> None:
+    """Usage errors of ``canary --steps``, before any API call (images are collected here)."""
+    if args.steps is None:
+        if args.analyze:
+            raise compare.UsageError("--analyze goes with --steps (a gated rollout)")
+        return
+    if not args.analyze:
+        raise compare.UsageError("--steps needs --analyze IMAGES: the images compared at each step")
+    from ..analysis import plan_steps
+
+    try:
+        plan_steps(args.steps)
+    except ValueError as e:
+        raise compare.UsageError(f"--steps: {e}") from None
+    compare.check_analysis_arguments(args)
+    args.analysis_paths = compare.image_paths(args.analyze)
+
+
+def plan(args: argparse.Namespace, before: dict | None) -> list[tuple[int, dict]]:
+    """``[(percent, merge patch)]`` of a gated rollout; the patch of 100 promotes.
+
+    Without ``--storage-uri``/``--image`` it resumes the canary of ``before``: steps at or below its
+    ``canaryTrafficPercent`` are skipped. ``before`` None (a dry run without cluster or manifest)
+    plans every step.
+
+    Raises:
+        compare.UsageError: bad steps, no canary to resume, a new model straight at 100 %.
+    """
+    from ..analysis import plan_steps
+
+    changes = bool(args.storage_uri or args.image)
+    current = None if changes or before is None else _component(before).get("canaryTrafficPercent")
+    if before is not None and not changes and current is None:
+        raise compare.UsageError("no canary in progress (spec.predictor.canaryTrafficPercent is unset): "
+                                 "give --storage-uri or --image")
+    try:
+        steps = plan_steps(args.steps, current)
+    except ValueError as e:
+        raise compare.UsageError(f"--steps: {e}") from None
+    if changes and steps and steps[0] == 100:
+        raise compare.UsageError("--steps: a new predictor needs a step below 100 (each step is "
+                                 "analysed before the next)")
+    if changes and before is None:
+        raise RolloutError(
+            "dry run without a cluster: a canary that changes --storage-uri/--image replaces the "
+            "predictor's containers, which are read from the InferenceService; pass --manifest FILE")
+    base = before or {"spec": {"predictor": {}}}
+    out = []
+    for k, pct in enumerate(steps):
+        if pct == 100:
+            out.append((pct, promote_patch()))
+        elif k == 0:
+            out.append((pct, canary_patch(base, pct, args.storage_uri, args.image)))
+        else:
+            out.append((pct, canary_patch(base, pct)))
+    return out
+
+
+def _gate_text(args: argparse.Namespace) -> str:
+    parts = [f"F1 >= {args.min_f1:g}"] if args.min_f1 is not None else []
+    parts.append(f"error rate <= {args.max_error_rate:g}")
+    if args.max_map_drop is not None:
+        parts.append(f"mAP@0.5:0.95 drop <= {args.max_map_drop:g}")
+    return ", ".join(parts)
+
+
+def _print_step_plan(args: argparse.Namespace, before: dict | None, ns: str, why: str) -> int:
+    if before is not None:
+        routing_of(before)
+    steps = plan(args, before)
+    n = len(args.analysis_paths)
+    doc = {"steps": [{"percent": pct, "patch": body,
+                      "then": "promote" if pct == 100 else f"wait until ready, then compare prev and "
+                      f"latest on {n} images (gate: {_gate_text(args)})"} for pct, body in steps],
+           "on_failure": rollback_patch()}
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{args.name}"
+    print(f"{why}: would PATCH {path} (application/merge-patch+json) step by step: "
+          + " -> ".join("promote" if pct == 100 else f"{pct}%" for pct, _ in steps)
+          + "; rollback on a failed gate; nothing sent", file=sys.stderr)
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def _analyze(args: argparse.Namespace, obj: dict, percent: int) -> dict:
+    """One step's compare of the prev and latest revisions (the report, gate included)."""
+    target = analysis_target(obj)
+    view = argparse.Namespace(**{**vars(args), "timeout": args.infer_timeout})
+    report = compare.compare(args.analysis_paths, revision_endpoints(target, args.url, args.host), view,
+                             model=args.model or target["model"], progress=False, routed=True,
+                             settings={"step": percent, "revisions": target["revisions"],
+                                       "revision_header": target["header"]})
+    if args.report_dir:
+        compare.write_report(report, os.path.join(args.report_dir, f"step-{percent}.json"))
+    return report
+
+
+def _verdict(report: dict) -> str:
+    ag, st, ca = report["agreement"], report["stable"], report["canary"]
+    f1 = "-" if ag.get("f1") is None or not report["images"]["compared"] else f"{ag['f1']:.3f}"
+    return (f"F1 {f1} on {report['images']['compared']} images, errors stable {st['errors']}/{st['requests']} "
+            f"canary {ca['errors']}/{ca['requests']}")
+
+
+def _run_steps(api: IsvcApi, args: argparse.Namespace, ns: str, before: dict) -> int:
+    """Each step: patch, wait until ready, (pause,) compare prev and latest, gate; 100 promotes.
+    The first failed gate, or a step that cannot be completed, rolls back (canaryTrafficPercent 0)."""
+    name = args.name
+    routing_of(before)  # what the analysis needs, checked before the first write
+    steps = plan(args, before)
+    if not steps:
+        print(f"nothing to do: inferenceservice {ns}/{name} is at canaryTrafficPercent "
+              f"{_component(before).get('canaryTrafficPercent')} already (steps {args.steps})")
+        return 0
+    print(f"gated rollout of inferenceservice {ns}/{name}: "
+          + " -> ".join("promote" if pct == 100 else f"{pct}%" for pct, _ in steps)
+          + f"; gate at each step: {_gate_text(args)} on {len(args.analysis_paths)} images")
+    obj, analysed, wrote = before, False, False
+    for pct, body in steps:
+        try:
+            if pct == 100 and not analysed:  # resuming straight to promotion: judge what runs now
+                analysed = _judge(args, obj, _component(obj).get("canaryTrafficPercent"))
+                if not analysed:
+                    return _roll_back(api, args, ns, obj)
+            old = _component(obj).get("canaryTrafficPercent")
+            after = api.patch(name, ns, body)
+            wrote = True
+            what = ("canaryTrafficPercent removed (the latest revision gets 100%)" if pct == 100 else
+                    f"canaryTrafficPercent {'-' if old is None else old} -> {pct}"
+                    + (f", {STORAGE_URI_ENV}={args.storage_uri}" if args.storage_uri and old is None else "")
+                    + (f", image={args.image}" if args.image and old is None else ""))
+            print(f"step {'promote' if pct == 100 else f'{pct}%'}: patched {what} "
+                  f"(generation {(after.get('metadata') or {}).get('generation')})")
+            obj = _wait_ready(api, name, ns, args.timeout, args.poll_interval)
+            if pct == 100:
+                print(f"promoted: inferenceservice {ns}/{name} is ready, the latest revision serves 100%")
+                return 0
+            if args.pause:
+                time.sleep(args.pause)
+            analysed = _judge(args, obj, pct)
+        except (RolloutError, compare.LabelsError, OSError) as e:
+            if pct == 100 or not wrote:  # a failed promotion, or nothing of ours to undo
+                raise
+            print(f"step {pct}%: cannot complete: {_one_line(str(e))}")
+            _roll_back(api, args, ns, obj)
+            raise RolloutError(f"step {pct}% could not be completed ({_one_line(str(e))}); rolled back") from e
+        if not analysed:
+            return _roll_back(api, args, ns, obj)
+    print(f"inferenceservice {ns}/{name} stays at canaryTrafficPercent {steps[-1][0]} (no 100 step); "
+          f"promote with: {PROG} promote {name} -n {ns}")
+    return 0
+
+
+def _judge(args: argparse.Namespace, obj: dict, percent: Any) -> bool:
+    report = _analyze(args, obj, percent)
+    print(compare.format_table(report))
+    g = report["gate"]
+    print(f"step {percent}%: {_verdict(report)}: "
+          + ("gate passed" if g["passed"] else "gate FAILED: " + "; ".join(g["reasons"])))
+    return bool(g["passed"])
+
+
+def _roll_back(api: IsvcApi, args: argparse.Namespace, ns: str, obj: dict) -> int:
+    old = _component(obj).get("canaryTrafficPercent")
+    api.patch(args.name, ns, rollback_patch())
+    traffic = (((obj.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic") or []
+    prev = next((t.get("revisionName") for t in traffic if t.get("tag") == "prev"), None)
+    print(f"rolled back: canaryTrafficPercent {'-' if old is None else old} -> 0, all traffic to the "
+          "last rolled-out revision" + (f" ({prev})" if prev else ""))
+    return 1
+
+
 __all__ = ["register", "run", "IsvcApi", "RolloutError", "canary_patch", "promote_patch",
-           "rollback_patch", "summarize", "format_status", "is_ready"]
+           "rollback_patch", "summarize", "format_status", "is_ready", "routing_of", "analysis_target",
+           "revision_endpoints", "plan"]

@@ -1,20 +1,15 @@
-"""``rollout compare`` (sdk_client.commands.compare) against two loopback fake transformers."""
+"""``rollout compare`` (sdk_client.commands.compare), local form, against a loopback fake transformer
+that answers as two models (picked by a header)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from sdk_client import DetectionResult
-from sdk_client.commands.compare import (
-    LabelsError,
-    add_compare_arguments,
-    load_labels,
-    run_compare,
-    to_boxes,
-)
+from sdk_client.cli import build_parser, main
+from sdk_client.commands.compare import LabelsError, load_labels, run_compare, to_boxes
 from tests.fakes import FakeTransformer
 
 pytestmark = pytest.mark.unit
@@ -36,12 +31,17 @@ ANSWERS = {
 }
 
 
-def answer(headers, data: bytes) -> tuple[int, dict]:
-    """What the fake model named by the ``x-model`` header answers for one image."""
-    result = ANSWERS.get(headers.get("x-model", ""), {}).get(data, 404)
+def answer(headers, data: bytes) -> tuple[int, dict, dict]:
+    """What the fake model named by the ``x-model`` header answers for one image (its version in
+    ``x-model-version``, as the transformer names it; model "ab" answers as a or b by image)."""
+    model = headers.get("x-model", "")
+    if model == "ab":
+        model = "a" if data == b"one" else "b"
+    result = ANSWERS.get(model, {}).get(data, 404)
     if isinstance(result, int):
-        return result, {"error": f"status {result}"}
-    return 200, {"predictions": [{"image": {"width": 400, "height": 400}, "detections": result}]}
+        return result, {"error": f"status {result}"}, {}
+    return (200, {"predictions": [{"image": {"width": 400, "height": 400}, "detections": result}]},
+            {"x-model-version": f"version-{model}"})
 
 
 @pytest.fixture
@@ -60,17 +60,15 @@ def images(tmp_path):
     return paths
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_compare_arguments(parser)
-    return parser.parse_args(list(argv))
+def parse(*argv: str):
+    return build_parser().parse_args(["rollout", "compare", *argv])
 
 
 def run(fake, tmp_path, images, *extra, canary_model="b"):
     out = tmp_path / "report.json"
-    args = parse(*images, "--stable-url", fake.url, "--canary-url", fake.url, "--stable-header", "x-model=a",
-                 "--canary-header", f"x-model={canary_model}", "--retries", "0", "-o", str(out), *extra)
-    rc = run_compare(args)
+    rc = main(["rollout", "compare", *images, "--stable-url", fake.url, "--canary-url", fake.url,
+               "--stable-header", "x-model=a", "--canary-header", f"x-model={canary_model}", "--retries", "0",
+               "-o", str(out), *extra])
     return rc, json.loads(out.read_text())
 
 
@@ -106,6 +104,33 @@ def test_report_of_two_endpoints(fake, tmp_path, images, capsys):
     table = capsys.readouterr().out
     assert "F1 0.667" in table and "gate: PASSED" in table and "car" in table
     assert r["settings"]["header_names"] == {"stable": ["x-model"], "canary": ["x-model"]}
+    # who answered: one version per side (the canary's failed image names none)
+    assert (r["stable"]["model_versions"], r["canary"]["model_versions"]) == ({"version-a": 3}, {"version-b": 2})
+    assert r["notes"] == []
+    assert "version-a" in table and "version-b" in table
+
+
+def test_same_version_on_both_sides_is_noted(fake, tmp_path, images):
+    rc, r = run(fake, tmp_path, images[:2], canary_model="a")
+    assert rc == 0 and r["notes"] == ["both sides answered model version version-a: the same model files "
+                                      "(or the same revision)"]
+
+
+def test_a_side_answered_by_several_versions_fails_a_routed_compare(fake, tmp_path, images):
+    # The cluster form passes routed endpoints: one revision per side. Two versions on one side
+    # mean the header did not pick a revision (a transformer without --revision_header).
+    from sdk_client.commands.compare import Endpoint
+
+    args = parse(*images[:2], "--retries", "0", "-q", "-o", str(tmp_path / "r.json"))
+    endpoints = [Endpoint("stable", fake.url, {"x-model": "a"}), Endpoint("canary", fake.url, {"x-model": "ab"})]
+    assert run_compare(args, endpoints=endpoints, model="yolov3") == 1
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["canary"]["model_versions"] == {"version-a": 1, "version-b": 1}
+    assert r["gate"]["reasons"] == ["canary was answered by 2 model versions (version-a, version-b): the "
+                                    "requests were not routed to one revision"]
+    # the same endpoints in the local form are just two endpoints: no such check
+    rc, r = run(fake, tmp_path, images[:2], canary_model="ab")
+    assert rc == 0 and r["gate"]["passed"]
 
 
 def test_gate_exit_codes(fake, tmp_path, images):
@@ -149,16 +174,26 @@ def test_ground_truth_map_of_both(fake, tmp_path, images):
 
 
 def test_usage_errors(fake, tmp_path, images, capsys):
-    assert run_compare(parse(*images, "--stable-url", fake.url)) == 2
-    assert run_compare(parse(*images, "--stable-url", "x", "--canary-url", "y", "--map-conf", "0.6")) == 2
-    assert run_compare(parse(str(tmp_path / "nope.jpg"), "--stable-url", "x", "--canary-url", "y")) == 2
-    assert run_compare(parse(*images, "--stable-url", "x", "--canary-url", "y", "--max-map-drop", "0.1")) == 2
-    assert run_compare(parse(*images, "--stable-url", "x", "--canary-url", "y", "--labels", str(tmp_path / "no"))) == 2
+    urls = ("--stable-url", "x", "--canary-url", "y")
+    assert main(["rollout", "compare", *images, "--stable-url", fake.url]) == 2
+    assert main(["rollout", "compare", *images, *urls, "--map-conf", "0.6"]) == 2
+    assert main(["rollout", "compare", str(tmp_path / "nope.jpg"), *urls]) == 2
+    assert main(["rollout", "compare", *images, *urls, "--max-map-drop", "0.1"]) == 2
+    assert main(["rollout", "compare", *images, *urls, "--labels", str(tmp_path / "no")]) == 2
+    assert main(["rollout", "compare", *images, *urls, "--url", "z"]) == 2
+    assert main(["rollout", "compare", *images, *urls, "--map-conf", "0.0001"]) == 2  # below the server's bound
+    assert main(["rollout", "compare", "yolov3"]) == 2  # cluster form without images
     err = capsys.readouterr().err
-    assert "--stable-url and --canary-url are required" in err and "no images found" in err
+    assert "give --stable-url and --canary-url (local form), or NAME first (cluster form)" in err
+    assert "no such file" in err and "--url is for the cluster form" in err and "give NAME and IMAGES" in err
     assert not fake.requests
     with pytest.raises(SystemExit):
         parse(*images, "--stable-header", "novalue")
+
+
+def test_the_top_level_compare_is_gone(capsys):
+    assert main(["compare", "x.jpg", "--stable-url", "a", "--canary-url", "b"]) == 2
+    assert "invalid choice: 'compare'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- labels

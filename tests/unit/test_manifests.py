@@ -550,6 +550,23 @@ def test_standard_overlay_uses_hpa_and_no_knative_only_fields():
         knative_keys = [k for k in comp.get("annotations", {}) | comp.get("labels", {}) if "knative.dev" in k]
         assert not knative_keys, f"{name}: {knative_keys}"
     assert not [k for k in annotations if "knative.dev" in k or k.endswith("enable-tag-routing")]
+    assert not any(a.startswith("--revision_header") for a in component_container(isvc, "transformer")["args"])
+
+
+@pytest.mark.parametrize("kdir", KNATIVE_RENDERS)
+def test_knative_renders_route_a_revision_header_to_the_tag_hosts(kdir):
+    """Tag routing on, and the transformer (with the controller's injected args) sends
+    x-model-revision: latest|prev to Knative's tag hosts of the predictor route."""
+    from sdk_client.commands.rollout import routing_of
+    from transformer.routing import revision_targets
+
+    isvc = isvc_of(render(kdir))
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
+    assert routing_of(isvc) == ("x-model-revision", MODEL_NAME)
+    s = _settings("transformer.settings", controller_injected_transformer_args(isvc))
+    assert s.revision_header == "x-model-revision" and s.revision_hosts == ()
+    assert revision_targets(s.predictor_host, s.revision_hosts) == {
+        "latest": f"latest-{MODEL_NAME}-predictor.vision", "prev": f"prev-{MODEL_NAME}-predictor.vision"}
 
 
 def test_deploy_doc_references_existing_paths():

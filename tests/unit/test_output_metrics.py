@@ -30,7 +30,7 @@ def test_two_versions_are_told_apart_in_the_exposition():
     m.observe_output("predictor", "yolov3", "bbbb2222", [[("dog", 0.3)], [("cat", 0.97)]])
     m.observe_output("transformer", "yolov3", "bbbb2222", [[("cat", 0.97)]], pixels=[640 * 480])
     s = _samples(reg)
-    base = {"component": "predictor", "model_name": "yolov3"}
+    base = {"component": "predictor", "model_name": "yolov3", "revision": ""}
     a, b = {**base, "model_version": "aaaa1111"}, {**base, "model_version": "bbbb2222"}
     assert _get(s, "yolo_images_total", **a) == 3 and _get(s, "yolo_images_total", **b) == 2
     assert _get(s, "yolo_detections_total", **a, class_name="dog") == 2
@@ -47,8 +47,28 @@ def test_two_versions_are_told_apart_in_the_exposition():
     assert _get(s, "yolo_detection_confidence_bucket", **a, le="0.5") == 0
     assert _get(s, "yolo_detection_confidence_bucket", **b, le="0.5") == 1
     assert _get(s, "yolo_detection_confidence_sum", **b) == pytest.approx(1.27)
-    assert _get(s, "yolo_input_image_pixels_count", model_name="yolov3", model_version="bbbb2222") == 1
-    assert _get(s, "yolo_images_total", component="transformer", model_name="yolov3", model_version="bbbb2222") == 1
+    assert _get(s, "yolo_input_image_pixels_count", model_name="yolov3", model_version="bbbb2222", revision="") == 1
+    assert _get(s, "yolo_images_total", component="transformer", model_name="yolov3", model_version="bbbb2222",
+                revision="") == 1
+
+
+def test_the_knative_revision_is_a_label_too():
+    reg = CollectorRegistry()
+    m = Metrics(registry=reg)
+    rows = [np.array([[10, 10, 5, 5, 0.8, 1]], np.float32)]
+    m.observe_predictor("yolov3", {}, None, rows, ["person", "bicycle"], version="v1", revision="yolov3-predictor-00001")
+    m.observe_predictor("yolov3", {}, None, rows * 2, ["person", "bicycle"], version="v1", revision="yolov3-predictor-00002")
+    m.observe_output("transformer", "yolov3", "v1", [[("bicycle", 0.8)]], pixels=[100], revision="yolov3-predictor-00002")
+    s = _samples(reg)
+    p = {"component": "predictor", "model_name": "yolov3", "model_version": "v1"}
+    assert _get(s, "yolo_images_total", **p, revision="yolov3-predictor-00001") == 1
+    assert _get(s, "yolo_images_total", **p, revision="yolov3-predictor-00002") == 2
+    assert _get(s, "yolo_detections_total", **p, class_name="bicycle", revision="yolov3-predictor-00002") == 2
+    assert _get(s, "yolo_input_image_pixels_count", model_name="yolov3", model_version="v1",
+                revision="yolov3-predictor-00002") == 1
+    # a version without a revision, by name, still records revision=""
+    m.images.labels(component="predictor", model_name="yolov3", model_version="v9").inc()
+    assert _get(_samples(reg), "yolo_images_total", **{**p, "model_version": "v9"}, revision="") == 1
 
 
 def test_callers_without_a_version_keep_working():
@@ -62,12 +82,12 @@ def test_callers_without_a_version_keep_working():
     rows = [np.array([[10, 10, 5, 5, 0.8, 1], [20, 20, 5, 5, 0.7, 0]], np.float32), np.zeros((0, 6), np.float32)]
     m.observe_predictor("yolov3", {"inference": 0.01}, (2, 3, 416, 416), rows, ["person", "bicycle"])
     s = _samples(reg)
-    t = {"component": "transformer", "model_name": "yolov3", "model_version": ""}
-    p = {"component": "predictor", "model_name": "yolov3", "model_version": ""}
+    t = {"component": "transformer", "model_name": "yolov3", "model_version": "", "revision": ""}
+    p = {"component": "predictor", "model_name": "yolov3", "model_version": "", "revision": ""}
     assert _get(s, "yolo_detections_total", **t, class_name="dog") == 1
     assert _get(s, "yolo_detections_total", **t, class_name="cat") == 1
     assert _get(s, "yolo_images_total", **t) == 2
-    assert _get(s, "yolo_input_image_pixels_count", model_name="yolov3", model_version="") == 1
+    assert _get(s, "yolo_input_image_pixels_count", model_name="yolov3", model_version="", revision="") == 1
     assert _get(s, "yolo_images_total", **p) == 2
     assert _get(s, "yolo_detections_total", **p, class_name="bicycle") == 1
     assert _get(s, "yolo_detections_total", **p, class_name="person") == 1
