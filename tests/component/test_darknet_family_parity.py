@@ -96,14 +96,10 @@ def test_layer_tensors_match_darknet_on_its_own_input(model, served):
 
 def _preprocess(net: darknet.Network, rgb: np.ndarray):
     """Our input tensor, the content rectangle for NMS and the map back to image pixels."""
-    h, w = rgb.shape[:2]
-    if net.letter_box:
-        tensor, lb = geometry.letterbox(rgb, net.width, net.height)
-        return tensor, (*lb.box_offset, lb.new_w, lb.new_h), lambda boxes: geometry.unletterbox_boxes(boxes, lb)
-    tensor = np.empty((3, net.height, net.width), np.float32)
-    geometry._resize_into(rgb, tensor)  # Darknet's resize_image (AlexeyAB `detector test`)
-    scale = np.array([w / net.width, h / net.height] * 2)
-    return tensor, None, lambda boxes: boxes.astype(np.float64) * scale
+    mode = "letterbox" if net.letter_box else "resize"  # AlexeyAB `detector test`: resize_image unless letter_box
+    tensor, lb = geometry.preprocess(rgb, net.width, net.height, mode)
+    content = (*lb.box_offset, lb.new_w, lb.new_h) if net.letter_box else None
+    return tensor, content, lambda boxes: geometry.unletterbox_boxes(boxes, lb)
 
 
 def _overlap(a, b, nms: str, beta: float, size) -> float:

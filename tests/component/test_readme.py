@@ -2,8 +2,9 @@
 
 Fenced ``bash`` blocks that run ``curl`` or ``yolo-kserve`` and ``python`` blocks that use
 ``DetectionClient`` are executed in a scratch folder (``tests/`` linked in, so the README's relative
-paths work) with ``127.0.0.1:8080``/``:8081`` rewritten to the session stack's ports and
-``$YOLO_KSERVE_URL`` pointing at it. A block that needs a cluster is skipped only when the line
+paths work) with ``127.0.0.1:8080``/``:8081`` (transformer) and ``:8085``/``:8086`` (predictor, as
+``make serve`` puts them) rewritten to the session stack's ports and ``$YOLO_KSERVE_URL`` pointing
+at it. A block that needs a cluster is skipped only when the line
 before it says ``<!-- readme-test: skip (reason) -->``. ``curl`` runs with ``--fail-with-body``, so
 an HTTP error fails the block, as does any command's non-zero exit (``set -euo pipefail``).
 """
@@ -90,7 +91,9 @@ def test_readme_example_runs(block, live_stack, scratch):
         pytest.skip(f"README.md:{block.line}: {block.skip or 'marked skip'}")
     http_port, grpc_port = live_stack.transformer.http_port, live_stack.transformer.grpc_port
     code = (block.code.replace("127.0.0.1:8080", f"127.0.0.1:{http_port}")
-            .replace("127.0.0.1:8081", f"127.0.0.1:{grpc_port}"))
+            .replace("127.0.0.1:8081", f"127.0.0.1:{grpc_port}")
+            .replace("127.0.0.1:8085", f"127.0.0.1:{live_stack.predictor.http_port}")
+            .replace("127.0.0.1:8086", f"127.0.0.1:{live_stack.predictor.grpc_port}"))
     bindir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "SERVICE_HOSTNAME",
                                                            "INGRESS_HOST", "INGRESS_PORT")}
