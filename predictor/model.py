@@ -188,7 +188,8 @@ class YoloV3Predictor(Model):
         started = time.perf_counter()
         images = self._images(payload)
         params = self._decode_params(payload.parameters)
-        (rows, timing), waited = await self.batcher.submit(images, params)
+        with METRICS.inflight.labels("predictor", self.name).track_inprogress():
+            (rows, timing), waited = await self.batcher.submit(images, params)
         response = self._response(payload, rows)
         timing = {"queue": waited, **timing, "total": time.perf_counter() - started}
         response.parameters = {T.SERVER_TIMING_PARAMETER: format_server_timing(timing, prefix="predictor-")}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -59,6 +59,9 @@ class Metrics:
         )
         self.rejected = Counter(
             "yolo_rejected_requests_total", "Requests answered with an error, by reason", ["component", "reason"]
+        )
+        self.inflight = Gauge(
+            "yolo_inflight_requests", "Requests waiting for or running on the engine now", ["component", "model_name"]
         )
 
     def observe_stages(self, component: str, model: str, timings: Mapping[str, float]) -> None:
