@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import grpc
@@ -14,6 +13,7 @@ from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from predictor import darknet
+from tests.observe import SAFETY_TIMEOUT_S, metric
 from tests.servers import DATA, predictor
 from yolo_contract import tensors as T
 
@@ -117,34 +117,48 @@ def test_model_repository_cannot_unload_the_model(server):
     assert httpx.get(f"{server.url}/v2/models/yolov3/ready").status_code == 200
 
 
-def test_liveness_stays_fast_while_four_inferences_run(server):
+def test_liveness_answers_while_four_inferences_are_in_flight(server):
+    """Engine work must not block the event loop: liveness probes are answered while the predictor
+    reports 4 inferences in flight (its gauge read just before and just after each probe). How fast
+    they are answered is printed, not asserted (wall-clock bounds belong to `make bench`)."""
     big = np.full((6, 3, 608, 608), 128, np.uint8)  # ~6 x 30 ms of engine work each
-    done = threading.Event()
-    latencies = []
+    probes_in_flight, latencies = 0, []
 
-    def probe():
-        with httpx.Client() as c:
-            while not done.is_set():
-                t = time.perf_counter()
-                assert c.get(f"{server.url}/v2/health/live").status_code == 200
-                latencies.append(time.perf_counter() - t)
-                time.sleep(0.02)
+    async def main():
+        nonlocal probes_in_flight
+        stop = asyncio.Event()
+        async with InferenceGRPCClient(server.grpc_target, timeout=SAFETY_TIMEOUT_S, retries=0) as c, \
+                httpx.AsyncClient(timeout=30) as h:
+            async def worker():
+                counts = []
+                while not stop.is_set():  # each worker keeps one inference in flight
+                    res = await c.infer(_request(big))
+                    counts.append({o.name: o for o in res.outputs}[T.OUTPUT_COUNTS].as_numpy().shape)
+                return counts
 
-    async def load():
-        async with InferenceGRPCClient(server.grpc_target, timeout=120, retries=0) as c:
-            await asyncio.gather(*(c.infer(_request(big)) for _ in range(4)))
+            async def in_flight() -> float:
+                text = (await h.get(f"{server.url}/metrics")).text
+                return metric(text, "yolo_inflight_requests", component="predictor", model_name="yolov3")
 
-    t = threading.Thread(target=probe)
-    t.start()
-    started = time.perf_counter()
-    try:
-        asyncio.run(load())
-    finally:
-        done.set()
-        t.join()
-    assert time.perf_counter() - started > 0.3  # the inferences really ran a while
-    assert len(latencies) >= 5
-    assert max(latencies) < 0.1, f"liveness took up to {max(latencies) * 1000:.0f} ms"
+            workers = [asyncio.create_task(worker()) for _ in range(4)]
+            try:
+                while probes_in_flight < 5:
+                    before = await in_flight()
+                    t = time.perf_counter()
+                    r = await h.get(f"{server.url}/v2/health/live")
+                    latencies.append(time.perf_counter() - t)
+                    assert r.status_code == 200, r.text
+                    if before == 4 and await in_flight() == 4:
+                        probes_in_flight += 1
+            finally:
+                stop.set()
+            return await asyncio.gather(*workers)
+
+    done = asyncio.run(asyncio.wait_for(main(), SAFETY_TIMEOUT_S))
+    assert all(counts and all(shape == (6,) for shape in counts) for counts in done)  # the inferences really ran
+    latencies.sort()
+    print(f"liveness: {len(latencies)} probes (5 with 4 inferences in flight), "
+          f"median {latencies[len(latencies) // 2] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
 
 
 @pytest.mark.parametrize("case", ["missing_weights", "truncated", "names_mismatch", "unknown_layer"])
