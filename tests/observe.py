@@ -41,16 +41,20 @@ def metric_at(url: str, sample: str, **labels: str) -> float:
     return metric(scrape(url), sample, **labels)
 
 
+def _check(condition: Callable[[], T], deadline: float, what: str) -> T:
+    """One poll: ``condition()``'s result, or a failure once the safety deadline has passed."""
+    result = condition()
+    if not result and time.monotonic() > deadline:
+        raise AssertionError(f"gave up waiting (safety timeout) for: {what}")
+    return result
+
+
 def wait_until(condition: Callable[[], T], what: str, timeout: float = SAFETY_TIMEOUT_S) -> T:
     """Poll ``condition()`` until it returns something truthy and return that; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting ({timeout:.0f} s safety timeout) for: {what}")
+    while not (result := _check(condition, deadline, what)):
         time.sleep(0.02)
+    return result
 
 
 async def wait_until_async(condition: Callable[[], T], what: str, timeout: float = SAFETY_TIMEOUT_S) -> T:
@@ -58,13 +62,9 @@ async def wait_until_async(condition: Callable[[], T], what: str, timeout: float
 
     ``condition`` must not block; run blocking checks (scrapes) with ``asyncio.to_thread``."""
     deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting ({timeout:.0f} s safety timeout) for: {what}")
+    while not (result := _check(condition, deadline, what)):
         await asyncio.sleep(0.01)
+    return result
 
 
 def access_lines(log: str, request_id: str, method: str, path: str) -> list[str]:

@@ -52,21 +52,21 @@ def dog(live_stack) -> Exchange:
     return Exchange(r, before, after)
 
 
-def returned_classes(dog: Exchange) -> collections.Counter:
+def assert_counts_the_returned_image(dog: Exchange, component: str) -> None:
+    """One image, and exactly the detections the response returned, class by class."""
     classes = collections.Counter(d["class"] for d in dog.response.json()["predictions"][0]["detections"])
     assert classes["dog"] >= 1, classes  # a request with no detections would make the class checks empty
-    return classes
+    for name, n in classes.items():
+        assert dog.delta(component, "yolo_detections_total", component=component, class_name=name, **MODEL) == n, name
+    assert dog.delta(component, "yolo_detections_total", component=component, **MODEL) == sum(classes.values())
+    assert dog.delta(component, "yolo_images_total", component=component, **MODEL) == 1
 
 
 def test_transformer_metrics_move_by_exactly_one_request(dog):
     t = "transformer"
     for stage in ("decode", "letterbox", "transport", "postprocess"):
         assert dog.delta(t, "yolo_stage_seconds_count", component=t, stage=stage, **MODEL) == 1, stage
-    classes = returned_classes(dog)
-    for name, n in classes.items():
-        assert dog.delta(t, "yolo_detections_total", component=t, class_name=name, **MODEL) == n, name
-    assert dog.delta(t, "yolo_detections_total", component=t, **MODEL) == sum(classes.values())
-    assert dog.delta(t, "yolo_images_total", component=t, **MODEL) == 1
+    assert_counts_the_returned_image(dog, t)
     with Image.open(IMAGES / "dog.jpg") as im:
         pixels = im.width * im.height
     assert dog.delta(t, "yolo_input_image_pixels_count", **MODEL) == 1
@@ -81,11 +81,7 @@ def test_predictor_metrics_move_by_exactly_one_request(dog):
     p = "predictor"
     for stage in ("queue", "inference", "nms", "total"):
         assert dog.delta(p, "yolo_stage_seconds_count", component=p, stage=stage, **MODEL) == 1, stage
-    classes = returned_classes(dog)
-    for name, n in classes.items():
-        assert dog.delta(p, "yolo_detections_total", component=p, class_name=name, **MODEL) == n, name
-    assert dog.delta(p, "yolo_detections_total", component=p, **MODEL) == sum(classes.values())
-    assert dog.delta(p, "yolo_images_total", component=p, **MODEL) == 1
+    assert_counts_the_returned_image(dog, p)
     assert dog.delta(p, "yolo_engine_batch_size_count", **MODEL) == 1  # one engine call ...
     assert dog.delta(p, "yolo_engine_batch_size_sum", **MODEL) == 1  # ... of one image
     assert dog.delta(p, "request_predict_seconds_count", **MODEL) == 1
