@@ -61,12 +61,12 @@ def stack(tiny_model_dir, tmp_path, request):
     options = {"predictor_timeout": 2, "health_check": True, **getattr(request, "param", {})}
     ports = free_ports(2)
     procs = {"pred": predictor(tmp_path, tiny_model_dir, ports=ports).start()}
-    procs["pred"].wait_ready(READY)
+    procs["pred"].wait_ready(READY, SAFETY_TIMEOUT_S)
     procs["trans"] = transformer(
         tmp_path, procs["pred"].grpc_target, *(["--enable_predictor_health_check"] if options["health_check"] else []),
         "--predictor_request_timeout_seconds", str(options["predictor_timeout"]),
     ).start()
-    procs["trans"].wait_ready(READY)
+    procs["trans"].wait_ready(READY, SAFETY_TIMEOUT_S)
     procs["ports"] = ports
     procs["tmp"] = tmp_path
     yield procs
@@ -113,7 +113,7 @@ def test_predictor_sigkill_under_load_then_recovery(stack, tiny_model_dir):
 
     # bring the predictor back on the same ports; the transformer serves again (no restart of its own)
     stack["pred"] = predictor(stack["tmp"], tiny_model_dir, ports=stack["ports"]).start()
-    stack["pred"].wait_ready(READY)
+    stack["pred"].wait_ready(READY, SAFETY_TIMEOUT_S)
     back = time.monotonic()
     refusals: list[int] = []
 
@@ -159,8 +159,8 @@ def test_predictor_absent_at_start_then_appears(tiny_model_dir, tmp_path):
         assert httpx.get(trans.url + READY, timeout=30).status_code == 503
         r = post_dog(trans.url)
         assert r.status_code == 503 and "error" in r.json()
-        pred = predictor(tmp_path, tiny_model_dir, ports=ports).start().wait_ready(READY)
-        trans.wait_ready(READY, timeout=SAFETY_TIMEOUT_S)
+        pred = predictor(tmp_path, tiny_model_dir, ports=ports).start().wait_ready(READY, SAFETY_TIMEOUT_S)
+        trans.wait_ready(READY, SAFETY_TIMEOUT_S)
         assert post_dog(trans.url).status_code == 200
     finally:
         trans.stop()
@@ -213,7 +213,7 @@ def test_sigterm_predictor_with_8_in_flight_answers_all_and_exits_0(tiny_model_d
     not get all 8 in flight together (the 2 s window ran out first), it is repeated."""
     pred = predictor(tmp_path, tiny_model_dir, "--max_batch_size", "32", "--max_batch_delay_ms", "2000").start()
     try:
-        pred.wait_ready(READY)
+        pred.wait_ready(READY, SAFETY_TIMEOUT_S)
         tensor = np.full((4, 3, 128, 128), 128, np.uint8)
         inp = InferInput("images", list(tensor.shape), "UINT8")
         inp.set_data_from_numpy(tensor, binary_data=True)
@@ -253,9 +253,9 @@ def test_overload_is_refused_with_retry_after_and_nothing_is_lost(tiny_model_dir
     """64 requests against --max_inflight 4: the predictor is SIGSTOPped, so exactly 4 are admitted
     and held; the other 60 must be refused with 503 + Retry-After, liveness must answer meanwhile,
     and once the predictor resumes the 4 complete. Every request id is answered and logged once."""
-    pred = predictor(tmp_path, tiny_model_dir).start().wait_ready(READY)
+    pred = predictor(tmp_path, tiny_model_dir).start().wait_ready(READY, SAFETY_TIMEOUT_S)
     trans = transformer(tmp_path, pred.grpc_target, "--max_inflight", "4", "--predictor_request_timeout_seconds",
-                        str(SAFETY_TIMEOUT_S)).start().wait_ready(READY)
+                        str(SAFETY_TIMEOUT_S)).start().wait_ready(READY, SAFETY_TIMEOUT_S)
     try:
         assert post_dog(trans.url).status_code == 200  # the transformer's channel to the predictor is connected
         ids = [f"overload-{i:03d}" for i in range(64)]
@@ -335,7 +335,7 @@ def test_every_request_id_answered_exactly_once_and_logged_once(live_stack):
 def test_slow_client_body_gets_408(tiny_model_dir, tmp_path, live_stack):
     trans = transformer(tmp_path, live_stack.predictor_grpc, "--body_read_timeout_seconds", "1").start()
     try:
-        trans.wait_ready(READY)
+        trans.wait_ready(READY, SAFETY_TIMEOUT_S)
         with socket.create_connection(("127.0.0.1", trans.http_port), timeout=SAFETY_TIMEOUT_S) as s:
             s.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                       b"Content-Length: 100000\r\n\r\n" + DOG[:100])

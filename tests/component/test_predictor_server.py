@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.component, pytest.mark.model]
 def server(tiny_model_dir, tmp_path_factory):
     p = predictor(tmp_path_factory.mktemp("pred"), tiny_model_dir, "--max_queue", "64").start()
     try:
-        yield p.wait_ready("/v2/models/yolov3/ready")
+        yield p.wait_ready("/v2/models/yolov3/ready", SAFETY_TIMEOUT_S)
     finally:
         p.stop()
 
