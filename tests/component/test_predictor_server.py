@@ -177,14 +177,16 @@ def test_broken_model_exits_nonzero_with_one_clear_line_and_never_ready(tmp_path
             w.write_bytes(w.read_bytes()[:1_000_000])
     p = predictor(tmp_path, d).start()
     ready_seen = False
-    deadline = time.monotonic() + 60
-    while p.proc.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + SAFETY_TIMEOUT_S
+    while p.proc.poll() is None and time.monotonic() < deadline:  # it must exit by itself
         try:
-            ready_seen |= httpx.get(f"{p.url}/v2/models/yolov3/ready", timeout=0.5).status_code == 200
+            ready_seen |= httpx.get(f"{p.url}/v2/models/yolov3/ready", timeout=5).status_code == 200
         except httpx.HTTPError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling interval
+    exited = p.proc.poll() is not None
     rc = p.stop()
+    assert exited, f"still running after the {SAFETY_TIMEOUT_S} s safety timeout"
     assert rc not in (0, None)
     assert not ready_seen
     errors = [ln for ln in p.log().splitlines() if "model load failed" in ln]
