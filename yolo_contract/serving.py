@@ -166,6 +166,10 @@ def check_kserve_patch_points() -> None:
     for key in ("grpc_max_send_message_length", "grpc_max_receive_message_length"):
         expect(hasattr(getattr(kms, "args", None), key) and key in reads(getattr(GRPCServer, "start", None), "const"),
                f"kserve.model_server.args.{key}, read by GRPCServer.start")
+    # listen addresses (bind_hosts() on main): ModelServer.start builds the module global RESTServer,
+    # GRPCServer.start calls the module global aio.server
+    expect("RESTServer" in reads(start, "global"), "ModelServer.start builds kserve.model_server.RESTServer")
+    expect("aio" in reads(getattr(GRPCServer, "start", None), "global"), "GRPCServer.start calls its module's aio.server")
     # serve(): the read-only repository replaces ModelServer.model_repository_extension before start()
     expect("model_repository_extension" in reads(start, "name"), "ModelServer.start reads self.model_repository_extension")
     expect(params(ModelRepositoryExtension) == ["model_registry"], "ModelRepositoryExtension(model_registry)")

@@ -60,9 +60,13 @@ BROKEN = {
     "grpc arg renamed": (lambda mp: mp.delattr(kms.args, "grpc_max_send_message_length"), "grpc_max_send_message_length"),
     "grpc server reads elsewhere": (lambda mp: mp.setattr(GRPCServer, "start", lambda self, max_workers: None),
                                     "grpc_max_receive_message_length"),
+    "grpc server made elsewhere": (lambda mp: mp.setattr(GRPCServer, "start", lambda self, max_workers: None),
+                                   "aio.server"),
     "default length renamed": (lambda mp: mp.delattr(kms, "MAX_GRPC_MESSAGE_LENGTH"), "MAX_GRPC_MESSAGE_LENGTH"),
     "repository extension attribute": (lambda mp: mp.setattr(kms.ModelServer, "start", lambda self, models: None),
                                        "model_repository_extension"),
+    "rest server built elsewhere": (lambda mp: mp.setattr(kms.ModelServer, "start", lambda self, models: None),
+                                    "kserve.model_server.RESTServer"),
     "repository load signature": (lambda mp: mp.setattr(ModelRepositoryExtension, "load", _load), "load(self, model_name)"),
     "repository unload not async": (lambda mp: mp.setattr(ModelRepositoryExtension, "unload", _sync_unload), "unload"),
 }
