@@ -262,10 +262,12 @@ def test_overload_is_refused_with_retry_after_and_nothing_is_lost(tiny_model_dir
     """64 requests against --max_inflight 4: the predictor is SIGSTOPped, so exactly 4 are admitted
     and held; the other 60 must be refused with 503 + Retry-After, liveness must answer meanwhile,
     and once the predictor resumes the 4 complete. Every request id is answered and logged once."""
-    pred = predictor(tmp_path, tiny_model_dir).start().wait_ready(READY, SAFETY_TIMEOUT_S)
+    pred = predictor(tmp_path, tiny_model_dir).start()
     trans = transformer(tmp_path, pred.grpc_target, "--max_inflight", "4", "--predictor_request_timeout_seconds",
-                        str(SAFETY_TIMEOUT_S)).start().wait_ready(READY, SAFETY_TIMEOUT_S)
+                        str(SAFETY_TIMEOUT_S))
     try:
+        pred.wait_ready(READY, SAFETY_TIMEOUT_S)
+        trans.start().wait_ready(READY, SAFETY_TIMEOUT_S)
         assert post_dog(trans.url).status_code == 200  # the transformer's channel to the predictor is connected
         ids = [f"overload-{i:03d}" for i in range(64)]
         decoded0 = decoded_images(trans.url)
