@@ -13,7 +13,7 @@ TRANSFORMER_GRPC_PORT ?= 8081
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: all venv model serve test test-unit test-component bench lint clean
+.PHONY: all venv model serve test test-under-load test-unit test-component bench lint clean
 
 all: test
 
@@ -33,6 +33,21 @@ serve: model
 
 test: model
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# `make test` beside two busy CPU loops pinned to the CPUs the tests run on (taskset, when there is
+# one): no test may depend on timing. The loops end with this recipe, however it ends (they also
+# stop by themselves should their parent shell die).
+BUSY_LOOP := import os; parent = os.getppid()\nwhile os.getppid() == parent: pass
+test-under-load: model
+	@pids=""; trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	cpus=$$(taskset -pc $$$$ 2>/dev/null | sed 's/.*: //'); \
+	for i in 1 2; do \
+		if [ -n "$$cpus" ]; then taskset -c "$$cpus" $(PY) -c $$'$(BUSY_LOOP)' & else $(PY) -c $$'$(BUSY_LOOP)' & fi; \
+		pids="$$pids $$!"; \
+	done; \
+	echo "test-under-load: busy loops$$pids on CPUs $${cpus:-(no taskset: any)}"; \
+	$(MAKE) --no-print-directory test
 
 test-unit: venv
 	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)

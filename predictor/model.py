@@ -251,7 +251,8 @@ class YoloV3Predictor(Model):
         images = self._images(payload)
         content = self._content(payload, images.shape[0])
         params = self._decode_params(payload.parameters)
-        (rows, timing), waited = await self.batcher.submit(images, (params, content))
+        with METRICS.inflight.labels("predictor", self.name).track_inprogress():
+            (rows, timing), waited = await self.batcher.submit(images, (params, content))
         response = self._response(payload, rows)
         timing = {"queue": waited, **timing, "total": time.perf_counter() - started}
         response.parameters = {

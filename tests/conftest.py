@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.observe import SAFETY_TIMEOUT_S
 from tests.servers import DATA, TINY_DIR, Stack, predictor, transformer
 
 
@@ -42,9 +43,9 @@ def live_stack(tiny_model_dir, tmp_path_factory):
     pred = predictor(tmp, tiny_model_dir, "--threads", "1").start()
     trans = None
     try:
-        pred.wait_ready("/v2/models/yolov3/ready")
+        pred.wait_ready("/v2/models/yolov3/ready", SAFETY_TIMEOUT_S)
         trans = transformer(tmp, pred.grpc_target, "--enable_predictor_health_check").start()
-        trans.wait_ready("/v2/models/yolov3/ready")
+        trans.wait_ready("/v2/models/yolov3/ready", SAFETY_TIMEOUT_S)
         yield Stack(pred, trans)
     finally:
         if trans:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 from typing import Iterable, Mapping, Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -117,6 +117,10 @@ class Metrics:
         )
         self.rejected = Counter(
             "yolo_rejected_requests_total", "Requests answered with an error, by reason", ["component", "reason"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "yolo_inflight_requests", "Requests waiting for or running on the engine now", ["component", "model_name"],
             registry=r,
         )
 

@@ -133,12 +133,16 @@ async def _internal_error_handler(request: Request, exc: Exception) -> JSONRespo
     return error_response(500, "internal server error")
 
 
+class KServePatchError(RuntimeError):
+    """A KServe internal this module replaces is missing or changed shape (we target KServe 0.21)."""
+
+
 def _patch(owner, name: str, value) -> None:
     """Replace ``owner.<name>``, a KServe internal we work around, failing at start (not at the
     first request, and never silently) if this KServe no longer has it."""
     if not hasattr(owner, name):
-        raise RuntimeError(f"{getattr(owner, '__name__', owner)}.{name} is missing: "
-                           "yolo_contract.serving patches it, for KServe 0.21")
+        raise KServePatchError(f"{getattr(owner, '__name__', owner)}.{name} is missing: "
+                               "yolo_contract.serving patches it, for KServe 0.21")
     setattr(owner, name, value)
 
 
@@ -187,6 +191,71 @@ def bind_hosts(http_host: str, grpc_host: str) -> None:
             return srv
 
         _patch(kgrpc, "aio", type("aio", (), {"server": staticmethod(server)}))
+
+
+def check_kserve_patch_points() -> None:
+    """Fail at start, loudly, if KServe no longer has what :func:`install` and :func:`serve` patch.
+
+    Each patch assigns to a KServe attribute; after a rename the assignment would still succeed and
+    silently do nothing. Checked: the symbol exists, has the signature we replace it with, and is
+    still read from where we assign it.
+    """
+    import dis
+    import inspect
+
+    import kserve.model_server as kms
+    import kserve.protocol.rest.server as kserve_rest
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.grpc.server import GRPCServer
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+
+    def params(obj) -> list[str] | None:
+        return list(inspect.signature(obj).parameters) if callable(obj) else None
+
+    def reads(fn, kind: str) -> set:
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return set()
+        if kind == "global":
+            return {i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"}
+        return set(code.co_names) if kind == "name" else {c for c in code.co_consts if isinstance(c, str)}
+
+    missing: list[str] = []
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            missing.append(what)
+
+    # install(): KServe registers these module globals as its REST exception handlers
+    registered = reads(getattr(getattr(kserve_rest, "RESTServer", None), "_add_exception_handlers", None), "global")
+    for name in ("generic_exception_handler", "inference_error_handler"):
+        expect(len(params(getattr(kserve_rest, name, None)) or ()) == 2 and name in registered,
+               f"kserve.protocol.rest.server.{name}(request, exc), registered by RESTServer._add_exception_handlers")
+    # _guard_v2_decode()
+    expect(params(getattr(DataPlane, "decode_inference_request", None)) == ["self", "body", "headers", "model_name"],
+           "DataPlane.decode_inference_request(self, body, headers, model_name)")
+    # serve(): the gRPC message caps are read from kms.args, which ModelServer.start hands to GRPCServer
+    start = getattr(getattr(kms, "ModelServer", None), "start", None)
+    expect(isinstance(getattr(kms, "MAX_GRPC_MESSAGE_LENGTH", None), int), "kserve.model_server.MAX_GRPC_MESSAGE_LENGTH")
+    expect("args" in reads(start, "global"), "ModelServer.start hands kserve.model_server.args to its servers")
+    for key in ("grpc_max_send_message_length", "grpc_max_receive_message_length"):
+        expect(hasattr(getattr(kms, "args", None), key) and key in reads(getattr(GRPCServer, "start", None), "const"),
+               f"kserve.model_server.args.{key}, read by GRPCServer.start")
+    # listen addresses (bind_hosts()): ModelServer.start builds the module global RESTServer,
+    # GRPCServer.start calls the module global aio.server
+    expect("RESTServer" in reads(start, "global"), "ModelServer.start builds kserve.model_server.RESTServer")
+    expect("aio" in reads(getattr(GRPCServer, "start", None), "global"), "GRPCServer.start calls its module's aio.server")
+    # serve(): the read-only repository replaces ModelServer.model_repository_extension before start()
+    expect("model_repository_extension" in reads(start, "name"), "ModelServer.start reads self.model_repository_extension")
+    expect(params(ModelRepositoryExtension) == ["model_registry"], "ModelRepositoryExtension(model_registry)")
+    for name in ("load", "unload"):
+        method = getattr(ModelRepositoryExtension, name, None)
+        expect(inspect.iscoroutinefunction(method) and params(method) == ["self", "model_name"],
+               f"async ModelRepositoryExtension.{name}(self, model_name)")
+    if missing:
+        message = "this KServe no longer has what yolo_contract.serving patches: " + "; ".join(missing)
+        logger.error(message)
+        raise KServePatchError(message)
 
 
 def _guard_v2_decode() -> None:
@@ -481,6 +550,7 @@ def serve(model, component: str, *, http_port: int, grpc_port: int, enable_grpc:
     from kserve import ModelServer
     from kserve.model_server import app
 
+    check_kserve_patch_points()
     if grpc_max_message_bytes:
         # KServe's gRPC server reads these from its import-time argv parse, not from arguments
         for key in ("grpc_max_send_message_length", "grpc_max_receive_message_length"):

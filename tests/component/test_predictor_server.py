@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import time
 
 import grpc
@@ -15,6 +14,7 @@ from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from predictor import darknet
+from tests.observe import SAFETY_TIMEOUT_S, metric
 from tests.servers import DATA, predictor
 from yolo_contract import tensors as T
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.component, pytest.mark.model]
 def server(tiny_model_dir, tmp_path_factory):
     p = predictor(tmp_path_factory.mktemp("pred"), tiny_model_dir, "--max_queue", "64").start()
     try:
-        yield p.wait_ready("/v2/models/yolov3/ready")
+        yield p.wait_ready("/v2/models/yolov3/ready", SAFETY_TIMEOUT_S)
     finally:
         p.stop()
 
@@ -118,34 +118,48 @@ def test_model_repository_cannot_unload_the_model(server):
     assert httpx.get(f"{server.url}/v2/models/yolov3/ready").status_code == 200
 
 
-def test_liveness_stays_fast_while_four_inferences_run(server):
+def test_liveness_answers_while_four_inferences_are_in_flight(server):
+    """Engine work must not block the event loop: liveness probes are answered while the predictor
+    reports 4 inferences in flight (its gauge read just before and just after each probe). How fast
+    they are answered is printed, not asserted (wall-clock bounds belong to `make bench`)."""
     big = np.full((6, 3, 608, 608), 128, np.uint8)  # ~6 x 30 ms of engine work each
-    done = threading.Event()
-    latencies = []
+    probes_in_flight, latencies = 0, []
 
-    def probe():
-        with httpx.Client() as c:
-            while not done.is_set():
-                t = time.perf_counter()
-                assert c.get(f"{server.url}/v2/health/live").status_code == 200
-                latencies.append(time.perf_counter() - t)
-                time.sleep(0.02)
+    async def main():
+        nonlocal probes_in_flight
+        stop = asyncio.Event()
+        async with InferenceGRPCClient(server.grpc_target, timeout=SAFETY_TIMEOUT_S, retries=0) as c, \
+                httpx.AsyncClient(timeout=30) as h:
+            async def worker():
+                counts = []
+                while not stop.is_set():  # each worker keeps one inference in flight
+                    res = await c.infer(_request(big))
+                    counts.append({o.name: o for o in res.outputs}[T.OUTPUT_COUNTS].as_numpy().shape)
+                return counts
 
-    async def load():
-        async with InferenceGRPCClient(server.grpc_target, timeout=120, retries=0) as c:
-            await asyncio.gather(*(c.infer(_request(big)) for _ in range(4)))
+            async def in_flight() -> float:
+                text = (await h.get(f"{server.url}/metrics")).text
+                return metric(text, "yolo_inflight_requests", component="predictor", model_name="yolov3")
 
-    t = threading.Thread(target=probe)
-    t.start()
-    started = time.perf_counter()
-    try:
-        asyncio.run(load())
-    finally:
-        done.set()
-        t.join()
-    assert time.perf_counter() - started > 0.3  # the inferences really ran a while
-    assert len(latencies) >= 5
-    assert max(latencies) < 0.1, f"liveness took up to {max(latencies) * 1000:.0f} ms"
+            workers = [asyncio.create_task(worker()) for _ in range(4)]
+            try:
+                while probes_in_flight < 5:
+                    before = await in_flight()
+                    t = time.perf_counter()
+                    r = await h.get(f"{server.url}/v2/health/live")
+                    latencies.append(time.perf_counter() - t)
+                    assert r.status_code == 200, r.text
+                    if before == 4 and await in_flight() == 4:
+                        probes_in_flight += 1
+            finally:
+                stop.set()
+            return await asyncio.gather(*workers)
+
+    done = asyncio.run(asyncio.wait_for(main(), SAFETY_TIMEOUT_S))
+    assert all(counts and all(shape == (6,) for shape in counts) for counts in done)  # the inferences really ran
+    latencies.sort()
+    print(f"liveness: {len(latencies)} probes (5 with 4 inferences in flight), "
+          f"median {latencies[len(latencies) // 2] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
 
 
 @pytest.mark.parametrize("case", ["missing_weights", "truncated", "names_mismatch", "unknown_layer"])
@@ -164,14 +178,16 @@ def test_broken_model_exits_nonzero_with_one_clear_line_and_never_ready(tmp_path
             w.write_bytes(w.read_bytes()[:1_000_000])
     p = predictor(tmp_path, d).start()
     ready_seen = False
-    deadline = time.monotonic() + 60
-    while p.proc.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + SAFETY_TIMEOUT_S
+    while p.proc.poll() is None and time.monotonic() < deadline:  # it must exit by itself
         try:
-            ready_seen |= httpx.get(f"{p.url}/v2/models/yolov3/ready", timeout=0.5).status_code == 200
+            ready_seen |= httpx.get(f"{p.url}/v2/models/yolov3/ready", timeout=5).status_code == 200
         except httpx.HTTPError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling interval
+    exited = p.proc.poll() is not None
     rc = p.stop()
+    assert exited, f"still running after the {SAFETY_TIMEOUT_S} s safety timeout"
     assert rc not in (0, None)
     assert not ready_seen
     errors = [ln for ln in p.log().splitlines() if "model load failed" in ln]

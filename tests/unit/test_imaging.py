@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import io
 import struct
-import time
 import warnings
 import zipfile
 import zlib
@@ -387,12 +386,10 @@ def test_huge_dimensions_rejected_before_decoding(side, monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     filters_before = list(warnings.filters)
-    start = time.perf_counter()
     with pytest.raises(PayloadTooLarge) as info:
         decode_image(data)
-    assert time.perf_counter() - start < 0.5
     assert info.value.http_status == 413
-    assert not loads  # refused from the header, no pixel decoded
+    assert not loads  # refused from the header, no pixel decoded (how fast that is belongs to `make bench`)
     assert warnings.filters == filters_before  # the bomb-warning escalation did not leak
 
 
