@@ -305,7 +305,8 @@ class ImageTransformer(Model):
         link.inflight += 1
         try:
             call = super(ImageTransformer, target).__call__
-            return await (call(body, headers) if verb is None else call(body, headers, verb))
+            with METRICS.inflight.labels("transformer", self.name).track_inprogress():
+                return await (call(body, headers) if verb is None else call(body, headers, verb))
         finally:
             link.inflight -= 1
 

@@ -120,7 +120,8 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge(
-            "yolo_inflight_requests", "Requests waiting for or running on the engine now", ["component", "model_name"],
+            "yolo_inflight_requests",
+            "Requests admitted and not yet answered (predictor: waiting for or running on the engine)", ["component", "model_name"],
             registry=r,
         )
 

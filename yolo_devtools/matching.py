@@ -1,6 +1,6 @@
 """Compare detections with pjreddie Darknet's reference output (same set, confidence, IoU).
 
-Used by the component tests (through ``tests.matching``) and by ``scripts/engine_fidelity.py``.
+Used by the component tests and by ``scripts/engine_fidelity.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from PIL import Image
 from sdk_client import Detection, DetectionResult
 from sdk_client.annotate import class_color
 from sdk_client.cli import main
-from tests.matching import match_reference
+from yolo_devtools.matching import match_reference
 
 pytestmark = [pytest.mark.component, pytest.mark.model]
 

@@ -25,7 +25,7 @@ from predictor import darknet
 from predictor.engine import OnnxRuntimeEngine, available_cpus
 from predictor.onnx_graph import build_onnx
 from predictor.yolo import DecodeParams, detect, diou_one_to_many, iou_one_to_many
-from tests.matching import iou_cxcywh
+from yolo_devtools.matching import iou_cxcywh
 from tests.servers import DATA, IMAGE_NAMES, IMAGES
 from transformer import geometry, imaging
 

@@ -36,6 +36,10 @@ import httpx
 import pytest
 import requests
 import schemathesis
+# schemathesis imports its OpenAPI adapters lazily, inside from_dict(); pytest (schemathesis is a
+# pytest plugin) then rewrites and compiles them in the middle of a test, where CPython 3.11.7 once
+# raised "SystemError: AST constructor recursion depth mismatch". Import them at collection instead.
+import schemathesis.specs.openapi.adapter  # noqa: F401
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable

@@ -18,7 +18,7 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from tests.matching import match_reference
+from yolo_devtools.matching import match_reference
 from tests.servers import IMAGES, ServerProcess, free_ports, predictor, transformer
 from transformer import geometry, imaging
 from yolo_contract import model_info as MI

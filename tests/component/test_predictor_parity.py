@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from predictor.settings import PredictorSettings
-from tests.matching import match_reference
+from yolo_devtools.matching import match_reference
 from tests.servers import DATA, IMAGE_NAMES, IMAGES
 from transformer import geometry, imaging
 

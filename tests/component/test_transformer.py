@@ -12,7 +12,7 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from tests.matching import match_reference
+from yolo_devtools.matching import match_reference
 from tests.servers import IMAGE_NAMES, IMAGES
 
 pytestmark = [pytest.mark.component, pytest.mark.model]
