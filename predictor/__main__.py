@@ -16,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_config_file, json_logs=settings.json_logs)
     log = logging.getLogger("predictor")
 
+    if settings.ray_replicas:
+        from predictor.ray_serving import serve_with_ray
+
+        return serve_with_ray(settings)
+
     from predictor.darknet import ModelFormatError
     from predictor.model import YoloV3Predictor
 

@@ -58,6 +58,21 @@ class PredictorSettings:
     json_logs: bool = False
     #: KServe's logging config file (yaml/json/ini), if any.
     log_config_file: str | None = None
+    # --- Ray Serve replicas (predictor.ray_serving; needs the `ray` extra) ---
+    #: Model replicas behind Ray Serve; 0 serves in this process without Ray.
+    ray_replicas: int = 0
+    #: CPUs reserved per replica; its inference threads are ceil(this) unless --threads is set.
+    ray_num_cpus: float = 1.0
+    #: GPUs per replica; fractions (e.g. 0.25) share one device between replicas.
+    ray_num_gpus: float = 0.0
+    #: Join this Ray cluster (e.g. ray://head:10001 of a KubeRay cluster) instead of starting one.
+    ray_address: str = ""
+    #: Object store of the local Ray (MiB; Ray's minimum is 75). Needs that much /dev/shm.
+    ray_object_store_mb: int = 128
+    #: Seconds to wait for every replica to be running at start.
+    ray_start_timeout_seconds: float = 300.0
+    #: Copy replica logs into this process's log (Ray's log monitor), else only Ray's log files.
+    ray_log_to_driver: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, default=d.confidence)
     p.add_argument("--iou_threshold", type=float, default=d.iou_threshold)
     p.add_argument("--max_detections", type=int, default=d.max_detections)
+    _add_ray_arguments(p, d)
     return p
+
+
+def _add_ray_arguments(p: argparse.ArgumentParser, d: PredictorSettings) -> None:
+    g = p.add_argument_group("Ray Serve replicas (pip install 'yolo-kserve[ray]')")
+    g.add_argument("--ray_replicas", type=int, default=d.ray_replicas, help="model replicas on Ray Serve (0 = no Ray)")
+    g.add_argument("--ray_num_cpus", type=float, default=d.ray_num_cpus, help="CPUs per replica (= its threads)")
+    g.add_argument("--ray_num_gpus", type=float, default=d.ray_num_gpus, help="GPUs per replica; 0.25 = a quarter")
+    g.add_argument("--ray_address", default=d.ray_address, help="join this Ray cluster instead of starting one")
+    g.add_argument("--ray_object_store_mb", type=int, default=d.ray_object_store_mb, help="local Ray object store")
+    g.add_argument("--ray_start_timeout_seconds", type=float, default=d.ray_start_timeout_seconds)
+    g.add_argument("--ray_log_to_driver", action="store_true", help="replica logs in this process's output")
 
 
 def _check(s: PredictorSettings) -> None:
@@ -94,6 +121,24 @@ def _check(s: PredictorSettings) -> None:
         raise ValueError("--precision bf16 needs --engine openvino")
     if not 0.001 <= s.confidence <= 1 or not 0 <= s.iou_threshold <= 1:
         raise ValueError("--confidence must be in [0.001, 1] and --iou_threshold in [0, 1]")
+    _check_ray(s)
+
+
+def _check_ray(s: PredictorSettings) -> None:
+    if s.ray_replicas < 0:
+        raise ValueError("--ray_replicas must be >= 0")
+    if not s.ray_replicas:
+        if s.ray_address:
+            raise ValueError("--ray_address needs --ray_replicas N")
+        return
+    if s.ray_num_cpus <= 0 or s.ray_num_gpus < 0:
+        raise ValueError("--ray_num_cpus must be > 0 and --ray_num_gpus >= 0")
+    if s.ray_num_gpus > 1 and not float(s.ray_num_gpus).is_integer():
+        raise ValueError("--ray_num_gpus above 1 must be a whole number (Ray's rule)")
+    if s.device in ("cuda", "tensorrt") and not s.ray_num_gpus:
+        raise ValueError(f"--device {s.device} with --ray_replicas needs --ray_num_gpus > 0 (Ray hides GPUs otherwise)")
+    if s.ray_object_store_mb < 75 or s.ray_start_timeout_seconds <= 0:
+        raise ValueError("--ray_object_store_mb must be >= 75 and --ray_start_timeout_seconds > 0")
 
 
 def parse_settings(argv: list[str] | None = None) -> PredictorSettings:
