@@ -223,7 +223,9 @@ class RayCluster:
         if self.local:
             kwargs.update(
                 num_cpus=max(1, math.ceil(s.ray_replicas * s.ray_num_cpus)),
-                num_gpus=None if s.ray_num_gpus > 0 else 0,  # None: Ray counts the visible GPUs
+                # exactly what the replicas reserve (a pod has what it requested; Ray's own GPU
+                # detection is not relied on)
+                num_gpus=math.ceil(s.ray_replicas * s.ray_num_gpus),
                 object_store_memory=s.ray_object_store_mb * 2**20,
             )
         t0 = time.perf_counter()
