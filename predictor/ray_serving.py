@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from kserve import Model
@@ -337,6 +337,8 @@ class RayPredictor(Model):
         self._handle = None
         self._live = 0
         self._poke: asyncio.Event | None = None
+        #: set while no replica runs: calls waiting for one are answered 503 instead of queueing
+        self._outage: asyncio.Event | None = None
         self._watcher: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ load / health
@@ -365,11 +367,12 @@ class RayPredictor(Model):
 
     def _ensure_watcher(self) -> None:
         if self._watcher is None and self._handle is not None:
-            self._poke = asyncio.Event()
+            self._poke, self._outage = asyncio.Event(), asyncio.Event()
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         while True:
+            self._poke.clear()  # a poke from here on triggers the next look
             try:
                 live = await asyncio.to_thread(self.cluster.running_replicas)
             except Exception as e:  # the controller itself is gone: nothing can be served
@@ -378,7 +381,10 @@ class RayPredictor(Model):
             if live != self._live:
                 logger.info("running replicas: %d -> %d", self._live, live)
                 self._live = live
-            self._poke.clear()
+            if live:
+                self._outage.clear()
+            else:
+                self._outage.set()
             try:
                 await asyncio.wait_for(self._poke.wait(), REPLICA_POLL_S)
             except asyncio.TimeoutError:
@@ -403,8 +409,11 @@ class RayPredictor(Model):
         started = time.perf_counter()
         call = self._handle.infer.remote(wire, request_id)
         try:
-            reply: ReplicaReply = await call
+            reply: ReplicaReply = await self._reply(call)
         except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except PredictorUnavailable:
             call.cancel()
             raise
         except Exception as e:
@@ -422,6 +431,23 @@ class RayPredictor(Model):
         if timings is not None:
             parameters[SERVER_TIMING_PARAMETER] = format_server_timing(timings, prefix="predictor-")
         return reply.response.to_infer_response(parameters=parameters)
+
+    async def _reply(self, call) -> ReplicaReply:
+        """The replica's reply, or PredictorUnavailable as soon as no replica runs (Ray would
+        otherwise hold the call until a replacement is up, many seconds later)."""
+        reply = asyncio.ensure_future(call)
+        outage = asyncio.ensure_future(self._outage.wait())
+        try:
+            await asyncio.wait((reply, outage), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            reply.cancel()
+            raise
+        finally:
+            outage.cancel()
+        if not reply.done():
+            reply.cancel()
+            raise PredictorUnavailable("no model replica is running; retry later", retry_after=1)
+        return reply.result()
 
     def _record(self, reply: ReplicaReply, total: float) -> dict | None:
         """Record at the ingress what the replica observed; returns the request's stage timings
@@ -480,10 +506,9 @@ def _not_ready_answers_retry_after() -> None:
     kserve_rest.model_not_ready_handler = model_not_ready_handler
 
 
-def serve_with_ray(settings: PredictorSettings) -> int:
-    """``python -m predictor --ray_replicas N``: start or join Ray, deploy, serve, drain, shut down."""
-    from yolo_contract.serving import HttpLimits, serve
-
+def serve_with_ray(settings: PredictorSettings, serve_model: Callable[[Model], None]) -> int:
+    """``python -m predictor --ray_replicas N``: start or join Ray, deploy, then ``serve_model``
+    (the ModelServer, returning after SIGTERM has drained it), then shut the application down."""
     check_kserve_internals()
     _server_readiness_follows_models()
     _not_ready_answers_retry_after()
@@ -496,16 +521,7 @@ def serve_with_ray(settings: PredictorSettings) -> int:
         except Exception as e:
             logger.error("Ray predictor start failed: %s: %s", type(e).__name__, e)
             return 1
-        serve(
-            model,
-            "predictor",
-            http_port=settings.http_port,
-            grpc_port=settings.grpc_port,
-            enable_grpc=settings.enable_grpc,
-            grace_period=settings.grace_period,
-            limits=HttpLimits(max_body_bytes=settings.max_body_bytes),
-            grpc_max_message_bytes=settings.max_body_bytes,
-        )
+        serve_model(model)
         return 0
     finally:
         cluster.shutdown()

@@ -247,3 +247,23 @@ def test_ingress_records_the_replicas_observation_with_a_ray_stage(replica):
         assert sample("yolo_stage_seconds_count", component="predictor", stage=s) == before[s] + 1
     assert sample("yolo_detections_total", component="predictor", class_name="dog") == dogs + 1
     assert sample("yolo_engine_batch_size_count") == batches + len(reply.engine_batches) >= batches + 1
+
+
+def test_a_call_waiting_for_a_replica_is_answered_503_when_none_runs():
+    """Ray holds a call while no replica runs; the ingress answers it as soon as it sees the outage."""
+
+    async def scenario():
+        ingress = ray_serving.RayPredictor(PredictorSettings(ray_replicas=2), cluster=None)
+        ingress._outage = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        answered.set_result("reply")
+        assert await ingress._reply(answered) == "reply"
+        held = loop.create_future()  # never answered, like a call queued in Ray's router
+        waiting = asyncio.create_task(ingress._reply(held))
+        ingress._outage.set()
+        with pytest.raises(errors.PredictorUnavailable) as e:
+            await waiting
+        assert e.value.retry_after == 1 and held.cancelled()
+
+    asyncio.run(scenario())
