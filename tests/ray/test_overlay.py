@@ -82,7 +82,7 @@ def test_image_carries_the_ray_extra_and_logs_reach_the_container(ray_isvc, sett
     assert re.search(r"--build-arg EXTRAS=predictor,ray", kustomization)
     assert "ARG EXTRAS" in (REPO_ROOT / "Dockerfile.predictor").read_text()
     assert settings.ray_log_to_driver
-    assert c["livenessProbe"]["initialDelaySeconds"] >= 120  # Ray + replicas start in 12-40 s
+    assert c["livenessProbe"]["initialDelaySeconds"] >= 120  # Ray + replicas started in 16-31 s here
 
 
 def test_only_the_predictor_changes(ray_isvc):
