@@ -333,7 +333,8 @@ class RayPredictor(Model):
         super().__init__(settings.model_name)
         self.settings = settings
         self.cluster = cluster
-        self.info: ReplicaInfo | None = None
+        #: what a replica reported at load (metadata, class names)
+        self.replica: ReplicaInfo | None = None
         self._handle = None
         self._live = 0
         self._poke: asyncio.Event | None = None
@@ -348,9 +349,9 @@ class RayPredictor(Model):
         if self._handle is not None:
             return self.ready
         self._handle = self.cluster.deploy(timeout=self.settings.ray_start_timeout_seconds)
-        self.info = self._handle.info.remote().result(timeout_s=60)
+        self.replica = self._handle.info.remote().result(timeout_s=60)
         self._live = self.cluster.running_replicas()
-        logger.info("serving %s on %d Ray replica(s) x %d thread(s)", self.name, self._live, self.info.threads)
+        logger.info("serving %s on %d Ray replica(s) x %d thread(s)", self.name, self._live, self.replica.threads)
         self.ready = True
         return self.ready
 
@@ -392,10 +393,10 @@ class RayPredictor(Model):
 
     # ------------------------------------------------------------------ contract
     def get_input_types(self) -> list[dict]:
-        return self.info.input_types if self.info else []
+        return self.replica.input_types if self.replica else []
 
     def get_output_types(self) -> list[dict]:
-        return self.info.output_types if self.info else []
+        return self.replica.output_types if self.replica else []
 
     # ------------------------------------------------------------------ request handling
     async def predict(self, payload, headers: dict[str, str] | None = None):
@@ -460,7 +461,7 @@ class RayPredictor(Model):
         timings = {k: v for k, v in obs.timings.items() if k != "total"}
         timings["ray"] = max(0.0, total - reply.seconds)
         timings["total"] = total
-        METRICS.observe_predictor(self.name, timings, obs.shape, obs.rows, self.info.names)
+        METRICS.observe_predictor(self.name, timings, obs.shape, obs.rows, self.replica.names)
         return timings
 
 

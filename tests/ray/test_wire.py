@@ -232,7 +232,7 @@ def test_ingress_records_the_replicas_observation_with_a_ray_stage(replica):
     req = WireRequest.from_infer_request(grpc_request(DOG, confidence="0.25"))
     reply = asyncio.run(replica.infer(req, ""))
     ingress = ray_serving.RayPredictor(PredictorSettings(ray_replicas=2), cluster=None)
-    ingress.info = replica.info()
+    ingress.replica = replica.info()
 
     def sample(name: str, **labels) -> float:
         return REGISTRY.get_sample_value(name, {"model_name": "yolov3", **labels}) or 0.0
