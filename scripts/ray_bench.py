@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -203,7 +204,10 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"cpus": cpus, "rows": rows}, indent=2))
-    return 0 if all(r["errors"] == 0 and r["exit_status"] == 0 for r in rows) else 1
+    ok = all(r["errors"] == 0 and r["exit_status"] == 0 for r in rows)
+    if ok:
+        shutil.rmtree(log_dir, ignore_errors=True)  # kept when something failed
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
