@@ -28,8 +28,8 @@ import pytest
 from predictor import darknet
 from sdk_client import DetectionClient
 from sdk_client.cli import main
-from tests.component.test_metrics import scrape, value
 from tests.kube_api import NAME, KubeApiDouble, seed_isvc, write_kubeconfig
+from tests.observe import metric, scrape
 from tests.servers import DATA, IMAGE_NAMES, IMAGES, predictor, transformer
 
 pytestmark = [pytest.mark.component, pytest.mark.model]
@@ -222,18 +222,18 @@ def test_each_answer_names_the_model_version_and_tag_that_answered(routed, repor
 def test_two_versions_are_told_apart_in_a_live_metrics_endpoint(routed, reports):
     stable_version = next(iter(reports["same"][1]["stable"]["model_versions"]))
     text = scrape(routed["url"])
-    per_version = {v: value(text, "yolo_images_total", component="transformer", model_name="yolov3", model_version=v)
+    per_version = {v: metric(text, "yolo_images_total", component="transformer", model_name="yolov3", model_version=v)
                    for v in (stable_version, SMALL)}
     # the cluster-form compare sent every image once to each revision through this transformer
     assert all(n >= len(IMAGE_NAMES) for n in per_version.values()), per_version
-    assert value(text, "yolo_detection_confidence_count", component="transformer", model_version=SMALL) > 0
-    assert value(text, "yolo_input_image_pixels_count", model_name="yolov3", model_version=SMALL) >= len(IMAGE_NAMES)
-    assert value(text, "yolo_images_total", component="transformer", model_version=SMALL,
+    assert metric(text, "yolo_detection_confidence_count", component="transformer", model_version=SMALL) > 0
+    assert metric(text, "yolo_input_image_pixels_count", model_name="yolov3", model_version=SMALL) >= len(IMAGE_NAMES)
+    assert metric(text, "yolo_images_total", component="transformer", model_version=SMALL,
                  revision=SMALL_REVISION) == per_version[SMALL]
     small = scrape(routed["small"].url)
-    assert value(small, "yolo_images_total", component="predictor", model_version=SMALL,
+    assert metric(small, "yolo_images_total", component="predictor", model_version=SMALL,
                  revision=SMALL_REVISION) >= len(IMAGE_NAMES)
-    assert value(small, "yolo_images_total", component="predictor", model_version=stable_version) == 0
+    assert metric(small, "yolo_images_total", component="predictor", model_version=stable_version) == 0
 
 
 # ------------------------------------------------------------------------------------------------
