@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from predictor.engine import available_cpus  # noqa: E402
-from sdk_client.benchmark import closed_loop, level_summary  # noqa: E402
-from sdk_client.commands.bench import _GrpcSender, _letterboxed  # noqa: E402
-from sdk_client.stack import predictor_process  # noqa: E402
+from yolo_devtools.bench import _GrpcSender, _letterboxed  # noqa: E402
+from yolo_devtools.benchmark import closed_loop, level_summary  # noqa: E402
+from yolo_devtools.stack import predictor_process  # noqa: E402
 
 IMAGE = REPO / "tests" / "data" / "images" / "dog.jpg"
 
