@@ -16,12 +16,20 @@ instead (see ``docs/performance.md``, "Ray"):
 * readiness (``/v2/models/<m>/ready`` and ``/v2/health/ready``) follows the number of RUNNING
   replicas; ``load()`` waits for the deployment instead of firing it;
 * the inference verb is honoured (KServe's ``Model.__call__`` runs at the ingress);
+* requests reach the replica's model with their parameters intact (the describe exchange,
+  ``preprocess`` checks and strict parameter validation happen there, as in the plain predictor),
+  and ``GET /v2/models/<name>`` shows the replica's ``metadata_extra()`` (versions, platform,
+  ModelInfo);
 * a dead, restarting or saturated replica is answered 503 + ``Retry-After`` / UNAVAILABLE, never
   500 with Ray's exception text;
-* the replica returns what its predictor observed (stage timings, detections, engine batch
-  sizes); the ingress records it, so ``/metrics`` and the Server-Timing stages seen by the
-  transformer are those of the plain predictor plus a ``ray`` stage (the hop);
+* the replica returns what its predictor observed (stage timings, detections labelled with the
+  model version and revision, engine batch sizes); the ingress records it and tracks the requests
+  in flight, so ``/metrics`` and the Server-Timing stages seen by the transformer are those of the
+  plain predictor plus a ``ray`` stage (the hop);
 * after SIGTERM has drained in-flight work, the Serve application (and the local Ray) is shut down.
+
+One model per predictor: a model repository (``predictor.repository``) with ``--ray_replicas`` is
+refused at start with one line (exit 1); run one Ray predictor per model instead.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import inspect
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -52,7 +62,9 @@ from predictor.ray_wire import (
 )
 from predictor.settings import PredictorSettings
 from yolo_contract.errors import Overloaded, PredictorUnavailable
+from yolo_contract.model_info import is_describe
 from yolo_contract.observability import METRICS, format_server_timing
+from yolo_contract.serving import _patch, check_kserve_patch_points, error_response
 from yolo_contract.tensors import REQUEST_ID_HEADER, SERVER_TIMING_PARAMETER
 
 logger = logging.getLogger("predictor.ray")
@@ -70,6 +82,19 @@ REPLICA_POLL_S = 0.5
 def replica_threads(settings: PredictorSettings) -> int:
     """Inference threads of one replica: ``--threads`` if given, else its CPU share."""
     return settings.threads or max(1, math.ceil(settings.ray_num_cpus))
+
+
+def single_model_files(settings: PredictorSettings):
+    """The files of the one model in ``--model_dir``; a model repository is refused
+    (:class:`predictor.darknet.ModelFormatError`): Ray replicas serve one model per predictor."""
+    from predictor.darknet import ModelFormatError
+    from predictor.repository import discover
+
+    repo = discover(settings.model_dir, settings.model_name, settings.default_model)
+    if len(repo.models) > 1:
+        raise ModelFormatError(f"{settings.model_dir}: a model repository ({', '.join(repo.models)}) cannot be served "
+                               "with --ray_replicas; run one Ray predictor per model")
+    return repo.models[settings.model_name]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,26 +133,40 @@ class _ReplicaMetrics:
         self._real = real
         self.batch_size = _BatchSizes()
 
-    def observe_predictor(self, model: str, timings, shape, rows, names) -> None:
+    def observe_predictor(self, model: str, timings, shape, rows, names, version: str = "", revision: str = "") -> None:
         box = _CAPTURE.get()
         if box is not None:
             box["observation"] = Observation(
-                dict(timings), tuple(int(d) for d in shape), tuple(np.asarray(r) for r in rows)
+                dict(timings), tuple(int(d) for d in shape), tuple(np.asarray(r) for r in rows), version, revision
             )
 
     def __getattr__(self, name: str) -> Any:
+        # ``inflight``: the replica's own gauge (unscraped); the ingress tracks requests in flight
         return getattr(self._real, name)
+
+
+#: What ``predictor.model`` uses of ``METRICS``, and how the Ray path records each: recorded in the
+#: replica and replayed at the ingress (``observe_predictor``, which also records the outputs, and
+#: ``batch_size``), or tracked live at the ingress (``inflight``).
+_REPLICA_METRICS = frozenset({"observe_predictor", "batch_size", "inflight"})
 
 
 def _install_replica_metrics() -> _ReplicaMetrics:
     """Point ``predictor.model.METRICS`` at the recorder. Asserted, not assumed: if the predictor
-    stops using these names, the replica fails at start instead of losing metrics silently."""
+    uses a ``METRICS`` name this module does not handle (or the name is gone), the replica fails at
+    start instead of losing metrics silently."""
     import predictor.model as model_module
 
     real = getattr(model_module, "METRICS", None)
-    missing = [a for a in ("observe_predictor", "batch_size") if not hasattr(real, a)]
-    if real is None or missing:
-        raise RuntimeError(f"predictor.model.METRICS lacks {missing or 'itself'}; predictor.ray_serving needs updating")
+    try:
+        used = set(re.findall(r"\bMETRICS\.(\w+)", inspect.getsource(model_module)))
+    except OSError:  # installed without sources: only the names below are checked
+        used = set()
+    missing = [a for a in sorted(_REPLICA_METRICS) if not hasattr(real, a)]
+    unhandled = sorted(used - _REPLICA_METRICS)
+    if real is None or missing or unhandled:
+        raise RuntimeError(f"predictor.model.METRICS: {missing or unhandled or 'missing'} not handled by "
+                           "predictor.ray_serving; it needs updating")
     if isinstance(real, _ReplicaMetrics):
         return real
     recorder = _ReplicaMetrics(real)
@@ -146,7 +185,8 @@ class YoloReplica:
         self.pid = os.getpid()
         self.metrics = _install_replica_metrics()
         self.threads = replica_threads(settings)
-        self.model = YoloV3Predictor(dataclasses.replace(settings, threads=self.threads))
+        files = single_model_files(settings)  # read where the replica runs (--ray_address: its node)
+        self.model = YoloV3Predictor(dataclasses.replace(settings, threads=self.threads), settings.model_name, files)
         self.model.load()  # raises on a bad model: Serve retries, then marks the deployment failed
 
     def info(self) -> ReplicaInfo:
@@ -156,6 +196,7 @@ class YoloReplica:
             input_types=self.model.get_input_types(),
             output_types=self.model.get_output_types(),
             names=tuple(self.model.names),
+            metadata=self.model.metadata_extra(),
         )
 
     async def infer(self, request: WireRequest | Any, request_id: str) -> ReplicaReply:
@@ -398,6 +439,10 @@ class RayPredictor(Model):
     def get_output_types(self) -> list[dict]:
         return self.replica.output_types if self.replica else []
 
+    def metadata_extra(self) -> dict:
+        """``GET /v2/models/<name>``: what the replica's model publishes (``yolo_contract.model_metadata``)."""
+        return dict(self.replica.metadata) if self.replica else {}
+
     # ------------------------------------------------------------------ request handling
     async def predict(self, payload, headers: dict[str, str] | None = None):
         self._ensure_watcher()
@@ -407,6 +452,22 @@ class RayPredictor(Model):
 
         wire = WireRequest.from_infer_request(payload) if isinstance(payload, InferRequest) else payload
         request_id = (headers or {}).get(REQUEST_ID_HEADER, "")
+        describe = isinstance(payload, InferRequest) and is_describe(payload.parameters)
+        if describe:  # answered by the replica's model; not work on the engine
+            reply, total = await self._call(wire, request_id)
+        else:
+            with METRICS.inflight.labels("predictor", self.name).track_inprogress():
+                reply, total = await self._call(wire, request_id)
+        timings = self._record(reply, total)
+        if reply.error is not None:
+            raise reply.error.exception()
+        parameters = dict(reply.response.parameters or {})
+        if timings is not None:
+            parameters[SERVER_TIMING_PARAMETER] = format_server_timing(timings, prefix="predictor-")
+        return reply.response.to_infer_response(parameters=parameters)
+
+    async def _call(self, wire, request_id: str) -> tuple[ReplicaReply, float]:
+        """One replica call: its reply and the seconds it took here; Ray's failures mapped to ours."""
         started = time.perf_counter()
         call = self._handle.infer.remote(wire, request_id)
         try:
@@ -424,14 +485,7 @@ class RayPredictor(Model):
                 raise ReplicaFailure("the model replica failed to process the request") from e
             self._poke.set()  # look at the replicas now, not at the next poll
             raise mapped from None
-        total = time.perf_counter() - started
-        timings = self._record(reply, total)
-        if reply.error is not None:
-            raise reply.error.exception()
-        parameters = dict(reply.response.parameters or {})
-        if timings is not None:
-            parameters[SERVER_TIMING_PARAMETER] = format_server_timing(timings, prefix="predictor-")
-        return reply.response.to_infer_response(parameters=parameters)
+        return reply, time.perf_counter() - started
 
     async def _reply(self, call) -> ReplicaReply:
         """The replica's reply, or PredictorUnavailable as soon as no replica runs (Ray would
@@ -461,7 +515,8 @@ class RayPredictor(Model):
         timings = {k: v for k, v in obs.timings.items() if k != "total"}
         timings["ray"] = max(0.0, total - reply.seconds)
         timings["total"] = total
-        METRICS.observe_predictor(self.name, timings, obs.shape, obs.rows, self.replica.names)
+        METRICS.observe_predictor(self.name, timings, obs.shape, obs.rows, self.replica.names, version=obs.version,
+                                  revision=obs.revision)
         return timings
 
 
@@ -475,9 +530,7 @@ def _server_readiness_follows_models() -> None:
     (KServe 0.21 answers True on a predictor unconditionally)."""
     from kserve.protocol.dataplane import DataPlane
 
-    original = getattr(DataPlane, "ready", None)
-    if original is None or not asyncio.iscoroutinefunction(original) or not hasattr(DataPlane, "model_registry"):
-        raise RuntimeError("kserve DataPlane.ready/model_registry changed; predictor.ray_serving needs updating")
+    original = DataPlane.ready
     if getattr(original, "_yolo_models_ready", False):
         return
 
@@ -488,29 +541,36 @@ def _server_readiness_follows_models() -> None:
         return bool(models) and all([await m.healthy() for m in models])
 
     ready._yolo_models_ready = True
-    DataPlane.ready = ready
+    _patch(DataPlane, "ready", ready)
 
 
 def _not_ready_answers_retry_after() -> None:
     """KServe's ``ModelNotReady`` (REST inference while no replica runs) -> 503 with Retry-After."""
     import kserve.protocol.rest.server as kserve_rest
 
-    from yolo_contract.serving import error_response
-
-    if not hasattr(kserve_rest, "model_not_ready_handler"):
-        raise RuntimeError("kserve.protocol.rest.server.model_not_ready_handler is gone; predictor.ray_serving needs updating")
-
     async def model_not_ready_handler(request, exc):
         METRICS.reject("predictor", "not_ready")
         return error_response(503, str(exc), {"Retry-After": "1"})
 
-    kserve_rest.model_not_ready_handler = model_not_ready_handler
+    _patch(kserve_rest, "model_not_ready_handler", model_not_ready_handler)
 
 
 def serve_with_ray(settings: PredictorSettings, serve_model: Callable[[Model], None]) -> int:
     """``python -m predictor --ray_replicas N``: start or join Ray, deploy, then ``serve_model``
-    (the ModelServer, returning after SIGTERM has drained it), then shut the application down."""
+    (the ModelServer, returning after SIGTERM has drained it), then shut the application down.
+
+    KServe's patch points (ours included, :func:`yolo_contract.serving.check_kserve_patch_points`)
+    and a local model repository are checked before Ray starts."""
+    from predictor.darknet import ModelFormatError
+
+    check_kserve_patch_points()
     check_kserve_internals()
+    if not settings.ray_address:  # a joined cluster's replicas read --model_dir on their own nodes
+        try:
+            single_model_files(settings)
+        except ModelFormatError as e:
+            logger.error("model load failed: %s", e)
+            return 1
     _server_readiness_follows_models()
     _not_ready_answers_retry_after()
     cluster = RayCluster(settings)
@@ -528,4 +588,4 @@ def serve_with_ray(settings: PredictorSettings, serve_model: Callable[[Model], N
         cluster.shutdown()
 
 
-__all__ = ["RayPredictor", "RayCluster", "YoloReplica", "serve_with_ray", "replica_threads"]
+__all__ = ["RayPredictor", "RayCluster", "YoloReplica", "serve_with_ray", "replica_threads", "single_model_files"]

@@ -109,6 +109,8 @@ class WireResponse:
     model_name: str
     outputs: tuple[WireTensor, ...]
     parameters: dict[str, Any] | None
+    #: ``InferResponse.model_version`` (the version of the model that answered)
+    model_version: str | None = None
 
     @classmethod
     def from_infer_response(cls, response: InferResponse) -> "WireResponse":
@@ -117,6 +119,7 @@ class WireResponse:
             model_name=response.model_name,
             outputs=tuple(_tensor(o, convert=False) for o in response.outputs),
             parameters=plain_parameters(response.parameters),
+            model_version=response.model_version,
         )
 
     @property
@@ -132,6 +135,7 @@ class WireResponse:
             model_name=self.model_name,
             infer_outputs=outputs,
             raw_outputs=raws if any(r is not None for r in raws) else None,
+            model_version=self.model_version,
             parameters=parameters if parameters is not None else self.parameters,
             use_binary_outputs=self.binary,
         )
@@ -175,6 +179,9 @@ class Observation:
     timings: dict[str, Any]
     shape: tuple[int, ...]
     rows: tuple[np.ndarray, ...]
+    #: the model version and Knative revision the output is labelled with
+    version: str = ""
+    revision: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,3 +203,5 @@ class ReplicaInfo:
     input_types: list[dict] = field(default_factory=list)
     output_types: list[dict] = field(default_factory=list)
     names: tuple[str, ...] = ()
+    #: the model's ``metadata_extra()`` (versions, platform, ModelInfo as parameters)
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -209,7 +209,9 @@ def test_sigterm_with_requests_in_flight_completes_them_then_no_ray_process_is_l
     async def scenario():
         async with InferenceGRPCClient(server.grpc_target, timeout=SAFETY, retries=0) as c:
             calls = [asyncio.create_task(c.infer(_grpc_request(x))) for _ in range(8)]
-            await _until(lambda: _metric(server, entered) >= before + 8, "8 requests inside the model")
+            # KServe counted all 8 in, and the ingress's gauge has them in flight to the replicas
+            await _until(lambda: _metric(server, entered) >= before + 8 and _metric(server, "yolo_inflight_requests") >= 1,
+                         "8 requests inside the model, in flight")
             in_flight = sum(not t.done() for t in calls)
             server.signal(signal.SIGTERM)
             return in_flight, await asyncio.gather(*calls, return_exceptions=True)

@@ -1,12 +1,15 @@
 """A 2-replica Ray predictor behind a real transformer answers like the plain predictor: the same
-detections on the reference images (v1, v2, gRPC), the same 4xx for bad input, readiness and
-metadata from the replicas, metrics and Server-Timing at the ingress."""
+detections on the reference images (v1, v2, gRPC), the same 4xx for bad input (and 409 for a
+preprocess mismatch), readiness and metadata from the replicas (the transformer describes and
+follows the Ray predictor), metrics and Server-Timing at the ingress."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import subprocess
+import sys
 
 import grpc
 import httpx
@@ -19,8 +22,10 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 
 from tests.component.test_bad_inputs import CASES
 from tests.component.test_transformer import assert_parity
+from tests.observe import metric, scrape
 from tests.ray.conftest import READY, replica_processes, start_ray_predictor
 from tests.servers import DATA, IMAGE_NAMES, IMAGES, Stack, transformer
+from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
 
 pytestmark = [pytest.mark.ray, pytest.mark.model]
@@ -107,27 +112,73 @@ def test_stage_timings_reach_the_transformer_and_the_ingress_metrics(ray_stack):
     timing = r.headers["server-timing"]
     for stage in ("transport", "predictor-queue", "predictor-inference", "predictor-nms", "predictor-ray", "predictor-total"):
         assert f"{stage};dur=" in timing, timing
-    metrics = httpx.get(ray_stack.predictor_url + "/metrics").text
-    for needle in (
-        'yolo_stage_seconds_count{component="predictor",model_name="yolov3",stage="inference"}',
-        'yolo_stage_seconds_count{component="predictor",model_name="yolov3",stage="ray"}',
-        'yolo_engine_batch_size_count{model_name="yolov3"}',
-        'yolo_detections_total{class_name="dog",component="predictor",model_name="yolov3"}',
-        'request_predict_seconds_count{model_name="yolov3"}',  # KServe's own, recorded at the ingress
+    version = r.headers[T.MODEL_VERSION_HEADER]
+    metrics = scrape(ray_stack.predictor_url)
+    for sample, labels in (
+        ("yolo_stage_seconds_count", {"component": "predictor", "stage": "inference"}),
+        ("yolo_stage_seconds_count", {"component": "predictor", "stage": "ray"}),
+        ("yolo_engine_batch_size_count", {}),
+        ("yolo_detections_total", {"class_name": "dog", "component": "predictor", "model_version": version}),
+        ("yolo_images_total", {"component": "predictor", "model_version": version, "revision": ""}),
+        ("request_predict_seconds_count", {}),  # KServe's own, recorded at the ingress
     ):
-        line = next((ln for ln in metrics.splitlines() if ln.startswith(needle)), None)
-        assert line is not None and float(line.split()[-1]) >= 1, needle
+        assert metric(metrics, sample, model_name="yolov3", **labels) >= 1, (sample, labels)
+    # requests in flight are tracked at the ingress (the series exists there; nothing is in flight now)
+    assert 'yolo_inflight_requests{component="predictor",model_name="yolov3"} 0.0' in metrics
 
 
 def test_readiness_and_metadata_come_from_the_replicas(live_stack, ray_stack):
     url = ray_stack.predictor_url
     for path in ("/v2/health/ready", READY, "/v1/models/yolov3"):
         assert httpx.get(url + path).status_code == 200, path
-    assert httpx.get(url + "/v2/models/yolov3").json() == httpx.get(live_stack.predictor_url + "/v2/models/yolov3").json()
+    ray_doc = httpx.get(url + "/v2/models/yolov3").json()
+    assert ray_doc == httpx.get(live_stack.predictor_url + "/v2/models/yolov3").json()
+    assert ray_doc["versions"] and ray_doc["platform"].startswith("darknet-") and ray_doc["parameters"]["classes"]
     with grpc.insecure_channel(ray_stack.predictor_grpc) as ch:
         stub = GRPCInferenceServiceStub(ch)
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
         assert stub.ModelReady(pb.ModelReadyRequest(name="yolov3"), timeout=5).ready
+
+
+def test_the_transformer_describes_and_follows_the_ray_predictor(ray_stack):
+    """The transformer is ready only after describing its predictor: here through the Ray hop."""
+    info = MI.ModelInfo.from_dict(httpx.get(ray_stack.predictor_url + "/v2/models/yolov3").json()["parameters"])
+    assert httpx.get(ray_stack.transformer_url + "/v2/models/yolov3").json()["parameters"] == info.to_dict()
+    r = httpx.post(ray_stack.transformer_url + PREDICT, content=(IMAGES / "dog.jpg").read_bytes(),
+                   headers={"content-type": "image/jpeg"}, timeout=60)
+    assert r.status_code == 200 and r.headers[T.MODEL_VERSION_HEADER] == info.version
+
+
+def _mismatched(info: MI.ModelInfo) -> InferRequest:
+    """A tensor prepared the other way than the model's ModelInfo says."""
+    x = np.zeros((1, 3, info.input_height, info.input_width), np.uint8)
+    inp = InferInput(T.INPUT_IMAGES, list(x.shape), "UINT8")
+    inp.set_data_from_numpy(x, binary_data=True)
+    other = next(m for m in T.PREPROCESS_MODES if m != info.preprocess)
+    return InferRequest(model_name="yolov3", infer_inputs=[inp], parameters={T.PREPROCESS_PARAMETER: other})
+
+
+def test_a_preprocess_mismatch_is_409_and_failed_precondition_with_the_models_info(live_stack, ray_stack):
+    info = MI.ModelInfo.from_dict(httpx.get(ray_stack.predictor_url + "/v2/models/yolov3").json()["parameters"])
+    request = _mismatched(info)
+
+    async def call(target):
+        async with InferenceGRPCClient(target, timeout=30, retries=0) as c:
+            try:
+                await c.infer(request)
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+        return grpc.StatusCode.OK, ""
+
+    ray = asyncio.run(call(ray_stack.predictor_grpc))
+    assert ray == asyncio.run(call(live_stack.predictor_grpc))
+    assert ray[0] == grpc.StatusCode.FAILED_PRECONDITION and MI.read_mismatch_message(ray[1]) == info
+    body = {"inputs": [{"name": "images", "shape": [1, 3, info.input_height, info.input_width], "datatype": "UINT8",
+                        "data": [0] * (3 * info.input_height * info.input_width)}],
+            "parameters": dict(request.parameters)}
+    plain, rest = (httpx.post(u + INFER, json=body, timeout=60) for u in (live_stack.predictor_url, ray_stack.predictor_url))
+    assert (rest.status_code, rest.json()) == (plain.status_code, plain.json())
+    assert rest.status_code == 409 and MI.read_mismatch_message(rest.json()["error"]) == info
 
 
 # ------------------------------------------------------------------ bad input: the plain predictor's answers
@@ -184,6 +235,7 @@ def _grpc_cases() -> dict[str, InferRequest]:
         "confidence_out_of_range": req(dog, confidence="2"),
         "unknown_class": req(dog, class_filter="unicorn"),
         "bad_nms": req(dog, nms="fastest"),
+        "unknown_parameter": req(dog, conf="0.3"),
         "raw_bytes_do_not_match_shape": req(dog, shape=[2, 3, 416, 416]),
         "odd_size": req(np.zeros((1, 3, 100, 100), np.uint8)),
     }
@@ -214,3 +266,19 @@ def test_transformer_bad_input_cases_through_the_ray_predictor(ray_stack, case):
     assert r.status_code == status, f"{case}: {r.status_code} {r.text[:300]}"
     assert isinstance(r.json().get("error"), str)
     assert "Traceback" not in r.text and "Ray" not in r.text
+
+
+def test_a_model_repository_with_ray_replicas_is_refused_before_ray_starts(tiny_model_dir, tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        (repo / name).mkdir(parents=True)
+        for f in tiny_model_dir.iterdir():
+            if f.suffix in (".cfg", ".weights", ".names"):
+                (repo / name / f.name).symlink_to(f)
+    proc = subprocess.run([sys.executable, "-m", "predictor", "--model_dir", str(repo), "--ray_replicas", "2",
+                           "--http_port", "0", "--grpc_port", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    log = proc.stdout + proc.stderr
+    lines = [ln for ln in log.splitlines() if "model load failed" in ln]
+    assert len(lines) == 1 and "a model repository (a, b) cannot be served with --ray_replicas" in lines[0], log
+    assert "Traceback" not in log and "Ray 2." not in log  # refused before Ray started

@@ -13,10 +13,11 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from predictor import ray_serving
+from predictor.darknet import ModelFormatError
 from predictor.ray_wire import ReplicaFailure, WireError, WireRequest, WireResponse
 from predictor.settings import PredictorSettings, parse_settings
 from tests.servers import DATA
-from yolo_contract import errors, tensors as T
+from yolo_contract import errors, model_info as MI, tensors as T
 from prometheus_client import REGISTRY
 
 pytestmark = [pytest.mark.unit, pytest.mark.ray]
@@ -46,10 +47,12 @@ def test_stock_grpc_request_cannot_be_pickled_but_its_wire_form_can():
 
 
 def test_grpc_request_arrives_intact_parameters_included():
-    req = grpc_request(DOG, confidence="0.25", class_filter="dog,car", max_detections=7, flag=True)
+    req = grpc_request(DOG, confidence="0.25", class_filter="dog,car", max_detections=7, describe=True,
+                       preprocess="letterbox")
     back = pickle.loads(pickle.dumps(WireRequest.from_infer_request(req))).to_infer_request()
     assert back.id == "rid-7" and back.model_name == "yolov3" and back.from_grpc
-    assert back.parameters == {"confidence": "0.25", "class_filter": "dog,car", "max_detections": 7, "flag": True}
+    assert back.parameters == {"confidence": "0.25", "class_filter": "dog,car", "max_detections": 7, "describe": True,
+                               "preprocess": "letterbox"}
     assert T.coerce_parameters(back.parameters) == T.coerce_parameters(req.parameters)
     (inp,) = back.inputs
     assert (inp.name, inp.datatype, list(inp.shape)) == (T.INPUT_IMAGES, "UINT8", list(DOG.shape))
@@ -119,6 +122,7 @@ def test_response_round_trip_serialises_like_the_original(binary):
     [
         errors.BadRequest("input \"images\" must have shape [N,3,H,W]"),
         errors.Overloaded("predictor queue is full (64 images); retry later", retry_after=1),
+        errors.PreprocessMismatch('{"name":"yolov3","preprocess":"letterbox"}'),
         InvalidInput("the predictor speaks the v2 protocol"),
     ],
     ids=lambda e: type(e).__name__,
@@ -128,6 +132,7 @@ def test_client_errors_keep_their_type_message_and_retry_after(exc):
     assert type(rebuilt) is type(exc)
     assert str(rebuilt) == str(exc)
     assert getattr(rebuilt, "retry_after", None) == getattr(exc, "retry_after", None)
+    assert getattr(rebuilt, "status_code", None) == getattr(exc, "status_code", None)
 
 
 def test_unexpected_errors_become_a_fixed_internal_failure():
@@ -215,6 +220,8 @@ def test_replica_answers_like_the_predictor_and_returns_what_it_observed(replica
     assert [v.decode() for v in out[T.OUTPUT_LABELS].as_numpy()[0][: counts[0]]] == [r[0] for r in ref]
     obs = reply.observation
     assert obs.shape == (2, 3, 416, 416) and [len(r) for r in obs.rows] == [len(ref)] * 2
+    assert obs.version == replica.model.info.version and obs.revision == ""
+    assert reply.response.model_version == replica.model.info.version
     assert {"queue", "inference", "nms", "total"} <= set(obs.timings)
     assert sum(reply.engine_batches) == 2  # both images went through the engine, in one or two calls
 
@@ -226,6 +233,64 @@ def test_replica_returns_client_errors_as_values(replica):
     assert "not among this model's 80 classes" in reply.error.message
     reply = asyncio.run(replica.infer({"instances": [1]}, ""))  # a v1 body: refused as by the plain predictor
     assert reply.error.kind == "InvalidInput"
+    unknown = asyncio.run(replica.infer(WireRequest.from_infer_request(grpc_request(DOG, conf="0.3")), ""))
+    assert unknown.error.kind == "BadRequest" and 'unknown parameter "conf"' in unknown.error.message
+
+
+def test_a_preprocess_mismatch_comes_back_as_409_with_the_models_info(replica):
+    info = replica.model.info
+    req = WireRequest.from_infer_request(grpc_request(DOG, preprocess="resize" if info.preprocess == "letterbox" else "letterbox"))
+    reply = pickle.loads(pickle.dumps(asyncio.run(replica.infer(req, ""))))
+    exc = reply.error.exception()
+    assert isinstance(exc, errors.PreprocessMismatch) and exc.http_status == 409
+    assert MI.read_mismatch_message(exc.message) == info
+    ok = asyncio.run(replica.infer(WireRequest.from_infer_request(grpc_request(DOG, preprocess=info.preprocess)), ""))
+    assert ok.error is None
+
+
+def test_the_describe_exchange_crosses_the_hop(replica):
+    """What the transformer sends at start (no inputs, describe=true) gets the replica's ModelInfo."""
+    msg = pb.ModelInferRequest(model_name="yolov3", id="d-1")
+    msg.parameters[T.DESCRIBE_PARAMETER].bool_param = True
+    req = WireRequest.from_infer_request(InferRequest.from_grpc(msg))
+    reply = pickle.loads(pickle.dumps(asyncio.run(replica.infer(req, "d-1"))))
+    assert reply.error is None and reply.observation is None  # not inference: nothing to record
+    response = reply.response.to_infer_response()
+    assert MI.read_describe_output({o.name: o.as_numpy() for o in response.outputs}) == replica.model.info
+    assert response.model_version == replica.model.info.version
+    assert response.to_grpc().model_version == replica.model.info.version
+
+
+def test_metadata_of_the_ingress_is_the_replicas(replica):
+    info = pickle.loads(pickle.dumps(replica.info()))
+    assert info.metadata == replica.model.metadata_extra()
+    assert info.metadata["parameters"]["version"] == replica.model.info.version
+    ingress = ray_serving.RayPredictor(PredictorSettings(ray_replicas=2), cluster=None)
+    assert ingress.metadata_extra() == {}  # before load: KServe's own document only
+    ingress.replica = info
+    assert ingress.metadata_extra() == replica.model.metadata_extra()
+
+
+def test_a_model_repository_is_refused_with_ray(tmp_path, tiny_model_dir):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for f in tiny_model_dir.iterdir():
+            if f.suffix in (".cfg", ".weights", ".names"):
+                (tmp_path / name / f.name).symlink_to(f)
+    with pytest.raises(ModelFormatError, match="model repository .*--ray_replicas"):
+        ray_serving.single_model_files(PredictorSettings(model_dir=str(tmp_path), ray_replicas=2))
+    files = ray_serving.single_model_files(PredictorSettings(model_dir=str(tmp_path / "a"), ray_replicas=2))
+    assert files.weights.name.endswith(".weights")
+
+
+def test_a_metrics_name_the_replica_does_not_handle_fails_its_start(monkeypatch):
+    import predictor.model as model_module
+
+    source = "METRICS.inflight METRICS.observe_predictor METRICS.batch_size METRICS.observe_output"
+    monkeypatch.setattr(ray_serving.inspect, "getsource", lambda module: source)
+    monkeypatch.setattr(model_module, "METRICS", model_module.METRICS)
+    with pytest.raises(RuntimeError, match="observe_output"):
+        ray_serving._install_replica_metrics()
 
 
 def test_ingress_records_the_replicas_observation_with_a_ray_stage(replica):
@@ -237,15 +302,17 @@ def test_ingress_records_the_replicas_observation_with_a_ray_stage(replica):
     def sample(name: str, **labels) -> float:
         return REGISTRY.get_sample_value(name, {"model_name": "yolov3", **labels}) or 0.0
 
+    version = replica.model.info.version
     stages = ("inference", "nms", "ray", "total")
     before = {s: sample("yolo_stage_seconds_count", component="predictor", stage=s) for s in stages}
-    dogs = sample("yolo_detections_total", component="predictor", class_name="dog")
+    dogs = sample("yolo_detections_total", component="predictor", class_name="dog", model_version=version, revision="")
     batches = sample("yolo_engine_batch_size_count")
     timings = ingress._record(reply, total=reply.seconds + 0.004)
     assert list(timings)[-2:] == ["ray", "total"] and abs(timings["ray"] - 0.004) < 1e-9
     for s in stages:
         assert sample("yolo_stage_seconds_count", component="predictor", stage=s) == before[s] + 1
-    assert sample("yolo_detections_total", component="predictor", class_name="dog") == dogs + 1
+    assert sample("yolo_detections_total", component="predictor", class_name="dog", model_version=version,
+                  revision="") == dogs + 1
     assert sample("yolo_engine_batch_size_count") == batches + len(reply.engine_batches) >= batches + 1
 
 
