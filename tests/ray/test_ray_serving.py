@@ -25,6 +25,7 @@ from tests.component.test_transformer import assert_parity
 from tests.observe import metric, scrape
 from tests.ray.conftest import READY, replica_processes, start_ray_predictor
 from tests.servers import DATA, IMAGE_NAMES, IMAGES, Stack, transformer
+from tests.unit.test_repository import model
 from yolo_contract import model_info as MI
 from yolo_contract import tensors as T
 
@@ -149,6 +150,20 @@ def test_the_transformer_describes_and_follows_the_ray_predictor(ray_stack):
     assert r.status_code == 200 and r.headers[T.MODEL_VERSION_HEADER] == info.version
 
 
+def _grpc_outcome(target: str, request: InferRequest) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and details of ``request`` sent to ``target``."""
+
+    async def call():
+        async with InferenceGRPCClient(target, timeout=30, retries=0) as c:
+            try:
+                await c.infer(request)
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+        return grpc.StatusCode.OK, ""
+
+    return asyncio.run(call())
+
+
 def _mismatched(info: MI.ModelInfo) -> InferRequest:
     """A tensor prepared the other way than the model's ModelInfo says."""
     x = np.zeros((1, 3, info.input_height, info.input_width), np.uint8)
@@ -161,17 +176,8 @@ def _mismatched(info: MI.ModelInfo) -> InferRequest:
 def test_a_preprocess_mismatch_is_409_and_failed_precondition_with_the_models_info(live_stack, ray_stack):
     info = MI.ModelInfo.from_dict(httpx.get(ray_stack.predictor_url + "/v2/models/yolov3").json()["parameters"])
     request = _mismatched(info)
-
-    async def call(target):
-        async with InferenceGRPCClient(target, timeout=30, retries=0) as c:
-            try:
-                await c.infer(request)
-            except grpc.RpcError as e:
-                return e.code(), e.details()
-        return grpc.StatusCode.OK, ""
-
-    ray = asyncio.run(call(ray_stack.predictor_grpc))
-    assert ray == asyncio.run(call(live_stack.predictor_grpc))
+    ray = _grpc_outcome(ray_stack.predictor_grpc, request)
+    assert ray == _grpc_outcome(live_stack.predictor_grpc, request)
     assert ray[0] == grpc.StatusCode.FAILED_PRECONDITION and MI.read_mismatch_message(ray[1]) == info
     body = {"inputs": [{"name": "images", "shape": [1, 3, info.input_height, info.input_width], "datatype": "UINT8",
                         "data": [0] * (3 * info.input_height * info.input_width)}],
@@ -244,18 +250,9 @@ def _grpc_cases() -> dict[str, InferRequest]:
 @pytest.mark.parametrize("case", sorted(_grpc_cases()))
 def test_bad_grpc_request_gets_the_plain_predictors_code_and_details(live_stack, ray_stack, case):
     request = _grpc_cases()[case]
-
-    async def call(target):
-        async with InferenceGRPCClient(target, timeout=30, retries=0) as c:
-            try:
-                await c.infer(request)
-            except grpc.RpcError as e:
-                return e.code(), e.details()
-        return grpc.StatusCode.OK, ""
-
-    plain = asyncio.run(call(live_stack.predictor_grpc))
+    plain = _grpc_outcome(live_stack.predictor_grpc, request)
     assert plain[0] == grpc.StatusCode.INVALID_ARGUMENT
-    assert asyncio.run(call(ray_stack.predictor_grpc)) == plain
+    assert _grpc_outcome(ray_stack.predictor_grpc, request) == plain
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -268,13 +265,10 @@ def test_transformer_bad_input_cases_through_the_ray_predictor(ray_stack, case):
     assert "Traceback" not in r.text and "Ray" not in r.text
 
 
-def test_a_model_repository_with_ray_replicas_is_refused_before_ray_starts(tiny_model_dir, tmp_path):
+def test_a_model_repository_with_ray_replicas_is_refused_before_ray_starts(tmp_path):
     repo = tmp_path / "repo"
     for name in ("a", "b"):
-        (repo / name).mkdir(parents=True)
-        for f in tiny_model_dir.iterdir():
-            if f.suffix in (".cfg", ".weights", ".names"):
-                (repo / name / f.name).symlink_to(f)
+        model(repo / name)
     proc = subprocess.run([sys.executable, "-m", "predictor", "--model_dir", str(repo), "--ray_replicas", "2",
                            "--http_port", "0", "--grpc_port", "0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1

@@ -17,6 +17,7 @@ from predictor.darknet import ModelFormatError
 from predictor.ray_wire import ReplicaFailure, WireError, WireRequest, WireResponse
 from predictor.settings import PredictorSettings, parse_settings
 from tests.servers import DATA
+from tests.unit.test_repository import model
 from yolo_contract import errors, model_info as MI, tensors as T
 from prometheus_client import REGISTRY
 
@@ -271,12 +272,9 @@ def test_metadata_of_the_ingress_is_the_replicas(replica):
     assert ingress.metadata_extra() == replica.model.metadata_extra()
 
 
-def test_a_model_repository_is_refused_with_ray(tmp_path, tiny_model_dir):
+def test_a_model_repository_is_refused_with_ray(tmp_path):
     for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        for f in tiny_model_dir.iterdir():
-            if f.suffix in (".cfg", ".weights", ".names"):
-                (tmp_path / name / f.name).symlink_to(f)
+        model(tmp_path / name)
     with pytest.raises(ModelFormatError, match="model repository .*--ray_replicas"):
         ray_serving.single_model_files(PredictorSettings(model_dir=str(tmp_path), ray_replicas=2))
     files = ray_serving.single_model_files(PredictorSettings(model_dir=str(tmp_path / "a"), ray_replicas=2))
