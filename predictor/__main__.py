@@ -16,6 +16,26 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_config_file, json_logs=settings.json_logs, verbose=settings.verbose)
     log = logging.getLogger("predictor")
 
+    def serve_models(models: list, configure=None) -> None:
+        serve(
+            models,
+            "predictor",
+            http_port=settings.http_port,
+            grpc_port=settings.grpc_port,
+            enable_grpc=settings.enable_grpc,
+            grace_period=settings.grace_period,
+            limits=HttpLimits(max_body_bytes=settings.max_body_bytes),
+            grpc_max_message_bytes=settings.max_body_bytes,
+            configure=configure,
+            http_host=settings.http_host,
+            grpc_host=settings.grpc_host,
+        )
+
+    if settings.ray_replicas:
+        from predictor.ray_serving import serve_with_ray
+
+        return serve_with_ray(settings, lambda model: serve_models([model]))
+
     from predictor.darknet import ModelFormatError
     from predictor.model import YoloV3Predictor
     from predictor.repository import discover
@@ -41,19 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("serving %r as an alias of %r", alias, target)
             server.register_model(by_name[target], name=alias)
 
-    serve(
-        models,
-        "predictor",
-        http_port=settings.http_port,
-        grpc_port=settings.grpc_port,
-        enable_grpc=settings.enable_grpc,
-        grace_period=settings.grace_period,
-        limits=HttpLimits(max_body_bytes=settings.max_body_bytes),
-        grpc_max_message_bytes=settings.max_body_bytes,
-        configure=register_aliases,
-        http_host=settings.http_host,
-        grpc_host=settings.grpc_host,
-    )
+    serve_models(models, configure=register_aliases)
     return 0
 
 

@@ -82,6 +82,21 @@ class PredictorSettings:
     #: Knative revision of this pod (``$K_REVISION``, read once at start): a metrics label and a
     #: response parameter, so every output names the revision that produced it. "" outside Knative.
     revision: str = ""
+    # --- Ray Serve replicas (predictor.ray_serving; needs the `ray` extra) ---
+    #: Model replicas behind Ray Serve; 0 serves in this process without Ray.
+    ray_replicas: int = 0
+    #: CPUs reserved per replica; its inference threads are ceil(this) unless --threads is set.
+    ray_num_cpus: float = 1.0
+    #: GPUs per replica; fractions (e.g. 0.25) share one device between replicas.
+    ray_num_gpus: float = 0.0
+    #: Join this Ray cluster (e.g. ray://head:10001 of a KubeRay cluster) instead of starting one.
+    ray_address: str = ""
+    #: Object store of the local Ray (MiB; Ray's minimum is 75). Needs that much /dev/shm.
+    ray_object_store_mb: int = 128
+    #: Seconds to wait for every replica to be running at start.
+    ray_start_timeout_seconds: float = 300.0
+    #: Copy replica logs into this process's log (Ray's log monitor), else only Ray's log files.
+    ray_log_to_driver: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_detections", type=int, default=d.max_detections)
     p.add_argument("--revision", default=os.environ.get("K_REVISION", d.revision),
                    help="Knative revision named in metrics and responses (default: $K_REVISION)")
+    _add_ray_arguments(p, d)
     return p
 
 
@@ -132,6 +148,17 @@ def _auto_float(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from e
 
 
+def _add_ray_arguments(p: argparse.ArgumentParser, d: PredictorSettings) -> None:
+    g = p.add_argument_group("Ray Serve replicas (pip install 'yolo-kserve[ray]')")
+    g.add_argument("--ray_replicas", type=int, default=d.ray_replicas, help="model replicas on Ray Serve (0 = no Ray)")
+    g.add_argument("--ray_num_cpus", type=float, default=d.ray_num_cpus, help="CPUs per replica (= its threads)")
+    g.add_argument("--ray_num_gpus", type=float, default=d.ray_num_gpus, help="GPUs per replica; 0.25 = a quarter")
+    g.add_argument("--ray_address", default=d.ray_address, help="join this Ray cluster instead of starting one")
+    g.add_argument("--ray_object_store_mb", type=int, default=d.ray_object_store_mb, help="local Ray object store")
+    g.add_argument("--ray_start_timeout_seconds", type=float, default=d.ray_start_timeout_seconds)
+    g.add_argument("--ray_log_to_driver", action="store_true", help="replica logs in this process's output")
+
+
 def _check(s: PredictorSettings) -> None:
     if s.input_size and (s.input_size % 32 or not 32 <= s.input_size <= s.max_input_size):
         raise ValueError(f"--input_size {s.input_size} must be a multiple of 32 in [32, {s.max_input_size}]")
@@ -145,6 +172,24 @@ def _check(s: PredictorSettings) -> None:
         raise ValueError("--confidence must be in [0.001, 1] and --iou_threshold in [0, 1]")
     if s.model_version and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", s.model_version):
         raise ValueError("--model_version: up to 64 letters, digits, '.', '_', '+' or '-'")
+    _check_ray(s)
+
+
+def _check_ray(s: PredictorSettings) -> None:
+    if s.ray_replicas < 0:
+        raise ValueError("--ray_replicas must be >= 0")
+    if not s.ray_replicas:
+        if s.ray_address:
+            raise ValueError("--ray_address needs --ray_replicas N")
+        return
+    if s.ray_num_cpus <= 0 or s.ray_num_gpus < 0:
+        raise ValueError("--ray_num_cpus must be > 0 and --ray_num_gpus >= 0")
+    if s.ray_num_gpus > 1 and not float(s.ray_num_gpus).is_integer():
+        raise ValueError("--ray_num_gpus above 1 must be a whole number (Ray's rule)")
+    if s.device in ("cuda", "tensorrt") and not s.ray_num_gpus:
+        raise ValueError(f"--device {s.device} with --ray_replicas needs --ray_num_gpus > 0 (Ray hides GPUs otherwise)")
+    if s.ray_object_store_mb < 75 or s.ray_start_timeout_seconds <= 0:
+        raise ValueError("--ray_object_store_mb must be >= 75 and --ray_start_timeout_seconds > 0")
 
 
 def parse_settings(argv: list[str] | None = None) -> PredictorSettings:

@@ -252,6 +252,13 @@ def check_kserve_patch_points() -> None:
         method = getattr(ModelRepositoryExtension, name, None)
         expect(inspect.iscoroutinefunction(method) and params(method) == ["self", "model_name"],
                f"async ModelRepositoryExtension.{name}(self, model_name)")
+    # predictor.ray_serving: ModelNotReady's REST handler (registered like the two above), and
+    # DataPlane.ready, read by the REST and gRPC readiness endpoints, with the models it asks
+    expect(len(params(getattr(kserve_rest, "model_not_ready_handler", None)) or ()) == 2
+           and "model_not_ready_handler" in registered,
+           "kserve.protocol.rest.server.model_not_ready_handler(request, exc), registered by RESTServer._add_exception_handlers")
+    expect(inspect.iscoroutinefunction(getattr(DataPlane, "ready", None)) and params(DataPlane.ready) == ["self"]
+           and isinstance(getattr(DataPlane, "model_registry", None), property), "async DataPlane.ready(self), DataPlane.model_registry")
     if missing:
         message = "this KServe no longer has what yolo_contract.serving patches: " + "; ".join(missing)
         logger.error(message)

@@ -28,8 +28,8 @@ import pytest
 from predictor import darknet
 from sdk_client import DetectionClient
 from sdk_client.cli import main
-from tests.observe import metric, scrape
 from tests.kube_api import NAME, KubeApiDouble, seed_isvc, write_kubeconfig
+from tests.observe import metric, scrape
 from tests.servers import DATA, IMAGE_NAMES, IMAGES, predictor, transformer
 
 pytestmark = [pytest.mark.component, pytest.mark.model]

@@ -69,6 +69,9 @@ BROKEN = {
                                     "kserve.model_server.RESTServer"),
     "repository load signature": (lambda mp: mp.setattr(ModelRepositoryExtension, "load", _load), "load(self, model_name)"),
     "repository unload not async": (lambda mp: mp.setattr(ModelRepositoryExtension, "unload", _sync_unload), "unload"),
+    # predictor.ray_serving's patches
+    "not-ready handler renamed": (lambda mp: mp.delattr(kserve_rest, "model_not_ready_handler"), "model_not_ready_handler"),
+    "server readiness not async": (lambda mp: mp.setattr(DataPlane, "ready", lambda self: True), "DataPlane.ready"),
 }
 
 

@@ -32,10 +32,11 @@ MANIFESTS = REPO_ROOT / "manifests"
 BASE = "manifests/kustomize/base"
 GPU = "manifests/kustomize/overlays/gpu"
 STANDARD = "manifests/kustomize/overlays/standard"
+RAY = "manifests/kustomize/overlays/ray"  # checked further in tests/ray/test_overlay.py
 CANARY = "manifests/canary"
 ROLLBACK = "manifests/canary/rollback"
-NAMED_KUSTOMIZATIONS = (BASE, GPU, STANDARD, CANARY, ROLLBACK)
-KNATIVE_RENDERS = (BASE, GPU, CANARY, ROLLBACK)
+NAMED_KUSTOMIZATIONS = (BASE, GPU, STANDARD, CANARY, ROLLBACK, RAY)
+KNATIVE_RENDERS = (BASE, GPU, CANARY, ROLLBACK, RAY)
 
 MODEL_NAME = "yolov3"
 CONTAINER = "kserve-container"
@@ -350,9 +351,9 @@ def test_components_agree_on_model_name_input_size_and_message_sizes(kdir):
     cc = isvc["spec"]["predictor"].get("containerConcurrency")
     if cc:
         assert p.max_queue >= cc * t.max_batch_images
-    # Inference threads match the CPU limit.
+    # Inference threads match the CPU limit (with Ray: per replica, all replicas within the limit).
     limits = component_container(isvc, "predictor")["resources"]["limits"]
-    assert p.threads == int(quantity(limits["cpu"]))
+    assert p.threads * max(1, p.ray_replicas) == int(quantity(limits["cpu"])) - (1 if p.ray_replicas else 0)
 
 
 # ----------------------------------------------------------------------------------------------
