@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_with_ray(settings, lambda model: serve_models([model]))
 
     from predictor.darknet import ModelFormatError
-    from predictor.model import YoloV3Predictor
+    from predictor.model import DarknetPredictor
     from predictor.repository import discover
 
     try:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.model_version and len(repo.models) > 1:
             raise ModelFormatError(f"{settings.model_dir}: --model_version applies to one model; a repository's "
                                    "versions come from each model's files")
-        models = [YoloV3Predictor(settings, name, files, repo.names) for name, files in repo.models.items()]
+        models = [DarknetPredictor(settings, name, files, repo.names) for name, files in repo.models.items()]
         for model in models:  # all or nothing: a broken model in a repository is never half-served
             model.load()
     except ModelFormatError as e:

@@ -1,4 +1,4 @@
-"""``YoloV3Predictor``: the KServe model serving one Darknet YOLO network.
+"""``DarknetPredictor``: the KServe model serving one Darknet YOLO network.
 
 load: read cfg/weights/names, build the ONNX graph, create the engine, warm up, and fix the model's
       :class:`~yolo_contract.model_info.ModelInfo` (size, preprocessing, classes, decode defaults).
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_IOU_THRESHOLD = 0.45
 
 
-class YoloV3Predictor(Model):
+class DarknetPredictor(Model):
     """One served model. ``files`` defaults to the single model in ``settings.model_dir``; in a
     model repository ``__main__`` gives each model its name and files, and ``served`` lists every
     name the predictor serves (published in ModelInfo.models)."""
@@ -336,4 +336,4 @@ def build_model_info(network: darknet.Network, names: Sequence[str], s: Predicto
     )
 
 
-__all__ = ["YoloV3Predictor", "ServingError", "build_model_info", "files_version"]
+__all__ = ["DarknetPredictor", "ServingError", "build_model_info", "files_version"]

@@ -2,7 +2,7 @@
 
 One ModelServer process (the *ingress*) keeps KServe's REST and gRPC endpoints, the shared request
 middleware and ``/metrics``; N Ray Serve replicas each run the unchanged model class
-(:class:`predictor.model.YoloV3Predictor`) with their own engine and ``ceil(--ray_num_cpus)``
+(:class:`predictor.model.DarknetPredictor`) with their own engine and ``ceil(--ray_num_cpus)``
 threads (optionally on a fraction of a GPU, ``--ray_num_gpus``). Without ``--ray_address`` a
 private local Ray is started here and stopped on exit; with it, the replicas join that cluster
 and only this pod's Serve application is deleted on exit.
@@ -178,7 +178,7 @@ class YoloReplica:
     """The body of the Serve deployment: one model (own engine, own batcher) per replica."""
 
     def __init__(self, settings: PredictorSettings):
-        from predictor.model import YoloV3Predictor
+        from predictor.model import DarknetPredictor
         from yolo_contract.serving import configure_logging
 
         configure_logging(settings.log_config_file, json_logs=settings.json_logs)
@@ -186,7 +186,7 @@ class YoloReplica:
         self.metrics = _install_replica_metrics()
         self.threads = replica_threads(settings)
         files = single_model_files(settings)  # read where the replica runs (--ray_address: its node)
-        self.model = YoloV3Predictor(dataclasses.replace(settings, threads=self.threads), settings.model_name, files)
+        self.model = DarknetPredictor(dataclasses.replace(settings, threads=self.threads), settings.model_name, files)
         self.model.load()  # raises on a bad model: Serve retries, then marks the deployment failed
 
     def info(self) -> ReplicaInfo:

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = PredictorSettings()
     p = component_parser(
-        "python -m predictor", "Serve a Darknet YOLOv3 model (.cfg + .weights + .names) as a KServe model.", d
+        "python -m predictor", "Serve Darknet YOLO models (.cfg + .weights + .names; YOLOv2 to YOLOv7-tiny) as KServe models.", d
     )
     p.add_argument("--model_dir", default=d.model_dir,
                    help="directory with the .cfg, .weights and .names files, or with one subdirectory per model")

@@ -1,4 +1,4 @@
-"""Python SDK and ``yolo-kserve`` CLI for the YOLOv3 InferenceService.
+"""Python SDK and ``yolo-kserve`` CLI for the Darknet YOLO InferenceService.
 
 Public API::
 

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every discovered subcommand registered."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Client of the YOLOv3 InferenceService on KServe: detect objects, "
+        description="Client of the Darknet YOLO InferenceService on KServe: detect objects, "
         "manage canary rollouts.",
     )
     try:

@@ -1,4 +1,4 @@
-"""Synchronous and asynchronous clients of the YOLOv3 transformer.
+"""Synchronous and asynchronous clients of the Darknet YOLO transformer.
 
 Protocols (all carry the same per-request parameters and return the same typed results):
 
@@ -261,7 +261,7 @@ class _Common:
 
 
 class DetectionClient(_Common):
-    """Synchronous client of the YOLOv3 transformer (thread-safe).
+    """Synchronous client of the Darknet YOLO transformer (thread-safe).
 
     Example::
 

@@ -15,9 +15,9 @@ pytestmark = [pytest.mark.component, pytest.mark.model]
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from predictor.model import YoloV3Predictor
+    from predictor.model import DarknetPredictor
 
-    model = YoloV3Predictor(PredictorSettings(model_dir=str(tiny_model_dir)))
+    model = DarknetPredictor(PredictorSettings(model_dir=str(tiny_model_dir)))
     model.load()
     return model
 
