@@ -80,7 +80,8 @@ CANDIDATES_WHAT = (
 )
 
 # our shim's stable codes (darknet_refshim.c)
-T_NAMES = ("convolutional", "maxpool", "route", "shortcut", "upsample", "yolo", "region", "reorg", "other")
+T_NAMES = ("convolutional", "maxpool", "route", "shortcut", "upsample", "yolo", "region", "reorg", "other",
+           "reorg3d", "sam", "scale_channels", "avgpool", "dropout")
 A_NAMES = ("linear", "leaky", "logistic", "mish", "relu", "swish", "other")
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")  # AlexeyAB NMS_KIND order
 
@@ -101,6 +102,13 @@ MODELS: dict[str, ModelRef] = {
     "yolov4-tiny": ModelRef("alexeyab", (0.5, 0.25), 320),
     "yolov4": ModelRef("alexeyab", (0.5, 0.25), 320),
     "yolov7-tiny": ModelRef("alexeyab", (0.5, 0.25), 320),
+    # held-out cfgs of AlexeyAB's cfg/ that needed an addition: [shortcut] of different channel
+    # counts (yolov3-tiny-prn: no AlexeyAB-only option, so served as pjreddie, and pjreddie's
+    # shortcut_cpu adds the same channels), [avgpool] + [scale_channels] + [dropout] + swish
+    # (enet-coco), and `letter_box=1` with mish and new_coords (yolov4-csp-s-mish)
+    "yolov3-tiny-prn": ModelRef("pjreddie", (0.5, 0.25), 320),
+    "enet-coco": ModelRef("alexeyab", (0.5, 0.25), 320),
+    "yolov4-csp-s-mish": ModelRef("alexeyab", (0.5, 0.25), 320),
 }
 
 
@@ -305,6 +313,13 @@ def pick_tensor_layers(layers: list[dict]) -> dict[int, str]:
             layers[j]["type"] == "maxpool" and layers[j]["stride"] == 1 and layers[j]["size"] > 2 for j in l["inputs"]
         ):
             pick[l["index"]] = "spp_concat"
+    for kind in ("reorg3d", "sam", "scale_channels", "avgpool"):  # AlexeyAB's further layers: the last of each
+        last = [l for l in layers if l["type"] == kind]
+        if last:
+            pick[last[-1]["index"]] = kind
+    mixed = [l for l in layers if l["type"] == "shortcut" and layers[l["inputs"][0]]["out_chw"][0] != l["out_chw"][0]]
+    if mixed:  # a shortcut adding a layer of another channel count
+        pick[mixed[-1]["index"]] = "shortcut_channels"
     groups = [l for l in layers if l["type"] == "route" and l["groups"] > 1]
     if groups:
         pick[groups[-1]["index"]] = f"route_groups{groups[-1]['groups']}_id{groups[-1]['group_id']}"

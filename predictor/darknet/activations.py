@@ -23,11 +23,19 @@ ACTIVATIONS: dict[str, str | None] = {
     "swish": "alexeyab",  # x * logistic(x)
 }
 
+#: names people write that Darknet does not know: both Darknets run an unknown name as ReLU (with
+#: only a warning), which is never what was meant
+HINTS = {
+    "silu": "Darknet does not know 'silu' (it would silently run ReLU); AlexeyAB's name for x*sigmoid(x) is 'swish'",
+    "sigmoid": "Darknet does not know 'sigmoid' (it would silently run ReLU); its name is 'logistic'",
+}
+
 
 def parse_activation(o: Options, default: str) -> str:
     kind = o.str("activation", default)
     if kind not in ACTIVATIONS:
-        raise o.err(f"unsupported activation '{kind}' (supported: {', '.join(ACTIVATIONS)})", "activation")
+        hint = "; " + HINTS[kind] if kind in HINTS else ""
+        raise o.err(f"unsupported activation '{kind}' (supported: {', '.join(ACTIVATIONS)}){hint}", "activation")
     if ACTIVATIONS[kind] == "alexeyab":
         o.alexeyab(f"activation={kind}", "activation")
     return kind

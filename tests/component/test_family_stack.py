@@ -6,8 +6,12 @@ front; both started by the one launcher with DEFAULT settings only: no lineage, 
 NMS or preprocessing flag. What the model decides must come from its cfg, as Darknet decides it:
 
 * pjreddie (yolov2-tiny): letterbox, ``[region]``, class-agnostic ``do_nms_obj``, threshold 0.5.
-* AlexeyAB (yolov4-tiny, yolov7-tiny): plain resize (no ``letter_box=1``), DIoU-NMS of the last
-  ``[yolo]`` layer on image-relative boxes, threshold 0.25.
+* AlexeyAB (yolov4-tiny, yolov7-tiny, enet-coco): plain resize (no ``letter_box=1``), the last
+  ``[yolo]`` layer's NMS (DIoU, or ``do_nms_sort`` for enet-coco) on image-relative boxes, threshold
+  0.25; yolov4-csp-s-mish has ``letter_box=1``: letterbox, boxes corrected with ``letter=1``.
+
+Three of them are held-out cfgs of AlexeyAB's cfg/ folder that needed an addition (yolov3-tiny-prn,
+enet-coco, yolov4-csp-s-mish; yolov3-tiny-prn has no AlexeyAB-only option and is served as pjreddie).
 
 The five images go in as uploads (v1 JSON, once gRPC) and the answers are compared with
 tests/data/reference/<model>/ (Darknet's own detections, see its README) at both recorded
@@ -37,7 +41,10 @@ from yolo_devtools.matching import match_at_margins
 pytestmark = pytest.mark.component
 
 REFERENCE = DATA / "reference"
-MODELS = ("yolov2-tiny", "yolov4-tiny", "yolov7-tiny")
+MODELS = ("yolov2-tiny", "yolov4-tiny", "yolov7-tiny",
+          # held-out AlexeyAB cfgs (tests/data/reference/README.md): shortcut of other channel counts
+          # (no AlexeyAB-only option: served as pjreddie); avgpool/scale_channels/dropout/swish; letter_box=1
+          "yolov3-tiny-prn", "enet-coco", "yolov4-csp-s-mish")
 #: Darknet's NMS functions as the request parameter ``nms`` names them
 NMS_BY_FUNCTION = {"do_nms_obj": "agnostic", "do_nms_sort": "per_class", "diounms_sort": "diou"}
 #: Darknet's default thresholds (pjreddie python/darknet.py and `detector test`: 0.5; AlexeyAB `detector test`: 0.25)
@@ -120,7 +127,9 @@ def _compare(model: str, docs: list[dict], ref: dict, nms: str) -> dict:
                "unpaired_at_margin": unpaired, "max_dconf": round(max_dconf, 5), "min_iou": round(min_iou, 5)}
     print(json.dumps(summary))
     assert pairs > 0
-    assert unpaired <= max(3, pairs // 20), summary  # margins are rare
+    # margins are rare; the UINT8 wire tensor (±0.5/255 after the resize) about doubles them
+    # compared with the in-process parity test (test_darknet_family_parity: fp32, Darknet's dog.jpg pixels)
+    assert unpaired <= max(3, pairs // 10), summary
     return summary
 
 
