@@ -28,6 +28,8 @@ _REPO = Path(__file__).resolve().parents[1]
 DATA = _REPO / "tests" / "data"
 #: the served name of the generated-weights model of the zoo
 RANDOM_YOLOV4_TINY = "yolov4-tiny-random-weights"
+#: a hidden file marking a repository this module made (so that ``make zoo`` may rebuild it)
+ZOO_MARKER = ".yolo-kserve-zoo"
 _SIZE_LINE = re.compile(r"^(width|height)\s*=")
 
 
@@ -88,8 +90,8 @@ def build_zoo(dest: str | Path, tiny_dir: str | Path, overwrite: bool = False) -
     (tests/data/cfg/yolov4-tiny.cfg, generated weights). Returns the model names."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{dest} exists and is not empty (--overwrite replaces it)")
+        if not (overwrite or (dest / ZOO_MARKER).exists()):  # a zoo made here is rebuilt; anything else is kept
+            raise FileExistsError(f"{dest} exists, is not empty and was not made by this command (--overwrite replaces it)")
         shutil.rmtree(dest)
     copy_model(tiny_dir, dest / "yolov3-tiny")
     copy_model(tiny_dir, dest / "yolov3-tiny-608", size=608)
@@ -99,6 +101,7 @@ def build_zoo(dest: str | Path, tiny_dir: str | Path, overwrite: bool = False) -
         "RANDOM WEIGHTS, for trying the serving plumbing only: yolo_devtools.weightgen output for\n"
         "yolov4-tiny.cfg (seed %d). The boxes mean nothing; they are what Darknet would compute with\n"
         "this file (tests/data/reference/yolov4-tiny).\n" % weightgen.DEFAULT_SEED)
+    (dest / ZOO_MARKER).write_text("made by python -m yolo_devtools.zoo (make zoo); rebuilt by it\n")
     return sorted(p.name for p in dest.iterdir() if p.is_dir())
 
 

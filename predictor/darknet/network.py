@@ -207,7 +207,8 @@ def _check_options(
     """Refuse options nobody read; return the AlexeyAB-only features this section uses."""
     for key in o.opts:
         if key not in o.read and key not in training and key not in training_alexeyab:
-            raise o.err(f"unknown option '{key}': refusing rather than ignoring it", key)
+            raise o.err(f"unknown option '{key}': refusing rather than ignoring it (Darknet skips an option it "
+                        "does not read with an 'Unused field' warning: a misspelt option? Remove it if not)", key)
     marks = [(line, what) for line, what in o.alexeyab_features]
     marks += [(o.section.lines[key], f"option '{key}'") for key in o.opts if key in alexeyab or key in training_alexeyab]
     return [f"{o.path}:{line}: [{o.name}] {what}" for line, what in sorted(marks)]
