@@ -13,7 +13,9 @@ TRANSFORMER_GRPC_PORT ?= 8081
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: all venv model serve test test-under-load test-unit test-component bench lint clean
+ZOO_DIR ?= models/zoo
+
+.PHONY: all venv model zoo serve test test-under-load test-unit test-component bench bench-family lint clean
 
 all: test
 
@@ -27,6 +29,12 @@ venv: $(VENV)/.installed
 
 model: venv
 	$(PY) -m predictor.fetch --dest $(MODEL_DIR)
+
+# A model repository for trying several models: yolov3-tiny, yolov3-tiny-608 (same weights, 608x608) and
+# yolov4-tiny-random-weights (generated weights: for the plumbing only). Then: make serve MODEL_DIR=models/zoo
+zoo: venv
+	$(PY) -m predictor.fetch --dest models/yolov3-tiny
+	$(PY) -m yolo_devtools.zoo --dest $(ZOO_DIR) --tiny-dir models/yolov3-tiny
 
 serve: model
 	@$(VENV)/bin/yolo-kserve serve --model-dir $(MODEL_DIR) --port $(HTTP_PORT) --grpc-port $(TRANSFORMER_GRPC_PORT) --predictor-port $(PREDICTOR_HTTP_PORT) --predictor-grpc-port $(PREDICTOR_GRPC_PORT) --host $(HOST) $(if $(VERBOSE),--verbose)
@@ -57,6 +65,11 @@ test-component: model
 
 bench: model
 	$(PY) -m yolo_devtools.bench --start-stack --model-dir $(MODEL_DIR) --engine-only --predictor-only --json bench-results/bench.json --chart bench-results/bench.png
+
+# Every family detector: engine vs the fp32 GEMM floor, predictor vs the raw engine (docs/performance.md)
+bench-family: venv
+	$(PY) -m predictor.fetch --dest models/yolov3-tiny
+	$(PY) -m yolo_devtools.family_bench --json bench-results/family.json
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

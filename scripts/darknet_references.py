@@ -73,8 +73,15 @@ NMS = 0.45
 HIER = 0.5
 SHIM = Path(__file__).resolve().parent / "darknet_refshim.c"
 
+CANDIDATES_WHAT = (
+    "every detection of get_network_boxes with objectness > 0, i.e. what do_nms_obj compares (sorted by "
+    "objectness, class-agnostic), BEFORE NMS, in Darknet's order: [objectness, [cx, cy, w, h] in image pixels]. "
+    "Boxes whose class probabilities are all <= thresh take part in do_nms_obj but never appear in the detections."
+)
+
 # our shim's stable codes (darknet_refshim.c)
-T_NAMES = ("convolutional", "maxpool", "route", "shortcut", "upsample", "yolo", "region", "reorg", "other")
+T_NAMES = ("convolutional", "maxpool", "route", "shortcut", "upsample", "yolo", "region", "reorg", "other",
+           "reorg3d", "sam", "scale_channels", "avgpool", "dropout")
 A_NAMES = ("linear", "leaky", "logistic", "mish", "relu", "swish", "other")
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")  # AlexeyAB NMS_KIND order
 
@@ -95,6 +102,13 @@ MODELS: dict[str, ModelRef] = {
     "yolov4-tiny": ModelRef("alexeyab", (0.5, 0.25), 320),
     "yolov4": ModelRef("alexeyab", (0.5, 0.25), 320),
     "yolov7-tiny": ModelRef("alexeyab", (0.5, 0.25), 320),
+    # held-out cfgs of AlexeyAB's cfg/ that needed an addition: [shortcut] of different channel
+    # counts (yolov3-tiny-prn: no AlexeyAB-only option, so served as pjreddie, and pjreddie's
+    # shortcut_cpu adds the same channels), [avgpool] + [scale_channels] + [dropout] + swish
+    # (enet-coco), and `letter_box=1` with mish and new_coords (yolov4-csp-s-mish)
+    "yolov3-tiny-prn": ModelRef("pjreddie", (0.5, 0.25), 320),
+    "enet-coco": ModelRef("alexeyab", (0.5, 0.25), 320),
+    "yolov4-csp-s-mish": ModelRef("alexeyab", (0.5, 0.25), 320),
 }
 
 
@@ -230,13 +244,23 @@ class Darknet:
         return np.ctypeslib.as_array(self.s.dn_image_data(ptr), shape=(c * h * w,)).copy().reshape(c, h, w)
 
     # -- detections
-    def detections(self, net, classes, im_w, im_h, thresh, relative, letter, nms_fn, nms_kind, beta):
+    def detections(self, net, classes, im_w, im_h, thresh, relative, letter, nms_fn, nms_kind, beta, candidates=None):
         """(number of boxes from get_network_boxes, [(class, prob, box)] after NMS); ``classes`` = the
-        last layer's classes (pjreddie's region detections leave detection.classes unset)."""
+        last layer's classes (pjreddie's region detections leave detection.classes unset). With a
+        ``candidates`` list, appends ``[objectness, box]`` of every detection that enters NMS
+        (objectness > 0), before NMS, in Darknet's order."""
         num = ctypes.c_int(0)
         dets = self.s.dn_boxes(net, im_w, im_h, thresh, HIER, relative, letter, ctypes.byref(num))
         n = num.value
         box, probs = (ctypes.c_float * 5)(), (ctypes.c_float * classes)()
+        if candidates is not None:
+            for i in range(n):
+                self.s.dn_det(dets, i, box, probs, classes)
+                if box[4] > 0:
+                    b = [float(v) for v in box[:4]]
+                    if relative:
+                        b = [b[0] * im_w, b[1] * im_h, b[2] * im_w, b[3] * im_h]
+                    candidates.append([float(box[4]), b])
         # shim codes: 0 do_nms_obj, 1 do_nms_sort, 1 + NMS_KIND for diounms_sort
         code = {"do_nms_obj": 0, "do_nms_sort": 1}[nms_fn] if nms_fn != "diounms_sort" else 1 + NMS_KINDS.index(nms_kind)
         self.s.dn_nms(dets, n, classes, NMS, code, beta)
@@ -289,6 +313,13 @@ def pick_tensor_layers(layers: list[dict]) -> dict[int, str]:
             layers[j]["type"] == "maxpool" and layers[j]["stride"] == 1 and layers[j]["size"] > 2 for j in l["inputs"]
         ):
             pick[l["index"]] = "spp_concat"
+    for kind in ("reorg3d", "sam", "scale_channels", "avgpool"):  # AlexeyAB's further layers: the last of each
+        last = [l for l in layers if l["type"] == kind]
+        if last:
+            pick[last[-1]["index"]] = kind
+    mixed = [l for l in layers if l["type"] == "shortcut" and layers[l["inputs"][0]]["out_chw"][0] != l["out_chw"][0]]
+    if mixed:  # a shortcut adding a layer of another channel count
+        pick[mixed[-1]["index"]] = "shortcut_channels"
     groups = [l for l in layers if l["type"] == "route" and l["groups"] > 1]
     if groups:
         pick[groups[-1]["index"]] = f"route_groups{groups[-1]['groups']}_id{groups[-1]['group_id']}"
@@ -405,6 +436,7 @@ def worker(args: argparse.Namespace) -> int:
     else:
         nms_kind, nms_fn, beta = "default (class-agnostic, sorted by objectness)", "do_nms_obj", 0.0
     image_sizes, per_thresh, per_image, cli_sort = {}, {t: {} for t in ref.thresholds}, {}, {}
+    per_thresh_candidates: dict[float, dict] = {t: {} for t in ref.thresholds}
     for img in IMAGES:
         im = s.dn_image_load(str(DATA / "images" / img).encode())
         w, h = s.dn_image_w(im), s.dn_image_h(im)
@@ -418,7 +450,11 @@ def worker(args: argparse.Namespace) -> int:
         obj = max(float(dn.output(net, l)[0, objectness_channels(l)].max()) for l in det_layers)
         per_image[img] = {"max_objectness": obj, "candidates": {}, "detections": {}}
         for t in ref.thresholds:
-            n, dets = dn.detections(net, last["classes"], w, h, t, int(alexeyab), int(letter), nms_fn, nms_kind, beta)
+            cands = [] if nms_fn == "do_nms_obj" else None
+            n, dets = dn.detections(net, last["classes"], w, h, t, int(alexeyab), int(letter), nms_fn, nms_kind, beta,
+                                    cands)
+            if cands is not None:
+                per_thresh_candidates[t][img] = cands
             rows = sorted(((names[j], p, b) for j, p, b in dets), key=lambda r: -r[1])
             per_thresh[t][img] = [[lab, p, b] for lab, p, b in rows]
             per_image[img]["candidates"][str(t)] = n
@@ -468,6 +504,9 @@ def worker(args: argparse.Namespace) -> int:
     for t in ref.thresholds:
         doc = {**common, "thresh": t, "images": per_thresh[t]}
         (mdir / f"detections-t{t}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        if per_thresh_candidates[t]:  # do_nms_obj: what entered NMS, including boxes with no class above thresh
+            doc = {**common, "thresh": t, "what": CANDIDATES_WHAT, "images": per_thresh_candidates[t]}
+            (mdir / f"candidates-t{t}.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     if ref.cli_variant is not None:
         doc = {
             **common,
@@ -539,6 +578,8 @@ def worker(args: argparse.Namespace) -> int:
             "thresholds": list(ref.thresholds),
             "files": [f"detections-t{t}.json" for t in ref.thresholds]
             + ([f"detections-t{ref.cli_variant}-cli-nms-sort.json"] if ref.cli_variant is not None else []),
+            **({"candidate_files": [f"candidates-t{t}.json" for t in ref.thresholds]}
+               if any(per_thresh_candidates.values()) else {}),
             "per_image": per_image,
             "per_file": {f"detections-t{t}.json": summary(per_thresh[t], image_sizes) for t in ref.thresholds}
             | ({f"detections-t{ref.cli_variant}-cli-nms-sort.json": summary(cli_sort, image_sizes)}

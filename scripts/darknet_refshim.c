@@ -16,7 +16,8 @@ network parse_network_cfg_custom(char *filename, int batch, int time_steps);
 #endif
 
 /* ---- our own stable codes (the two Darknets' enums differ) ---- */
-enum { T_CONV = 0, T_MAXPOOL, T_ROUTE, T_SHORTCUT, T_UPSAMPLE, T_YOLO, T_REGION, T_REORG, T_OTHER };
+enum { T_CONV = 0, T_MAXPOOL, T_ROUTE, T_SHORTCUT, T_UPSAMPLE, T_YOLO, T_REGION, T_REORG, T_OTHER,
+       T_REORG3D, T_SAM, T_SCALE_CHANNELS, T_AVGPOOL, T_DROPOUT };
 enum { A_LINEAR = 0, A_LEAKY, A_LOGISTIC, A_MISH, A_RELU, A_SWISH, A_OTHER };
 
 static int type_code(LAYER_TYPE t) {
@@ -28,7 +29,16 @@ static int type_code(LAYER_TYPE t) {
     case UPSAMPLE: return T_UPSAMPLE;
     case YOLO: return T_YOLO;
     case REGION: return T_REGION;
+    case AVGPOOL: return T_AVGPOOL;
+    case DROPOUT: return T_DROPOUT;
+#ifdef DN_ALEXEYAB
+    case REORG_OLD: return T_REORG; /* AlexeyAB's [reorg] */
+    case REORG: return T_REORG3D;   /* AlexeyAB's [reorg3d] */
+    case SAM: return T_SAM;
+    case SCALE_CHANNELS: return T_SCALE_CHANNELS;
+#else
     case REORG: return T_REORG;
+#endif
     default: return T_OTHER;
     }
 }
@@ -128,6 +138,9 @@ int dn_layer_inputs(network *net, int i, int *o, int cap) {
         return l.n;
     }
     if (l.type == SHORTCUT && cap > 0) { o[0] = l.index; return 1; }
+#ifdef DN_ALEXEYAB
+    if ((l.type == SAM || l.type == SCALE_CHANNELS) && cap > 0) { o[0] = l.index; return 1; }
+#endif
     return 0;
 }
 

@@ -310,14 +310,24 @@ def _head_inputs(net: NetSpec, params: list[list[np.ndarray]], size: int) -> dic
                 step = part.shape[0] // layer.groups
                 parts.append(part[layer.group_id * step : (layer.group_id + 1) * step])
             y = np.concatenate(parts)
-        elif layer.kind == "shortcut":
-            y = _activate(x + outs[layer.inputs[0]], layer.activation)
+        elif layer.kind == "shortcut":  # channels may differ: the first min(c, c_from) are added
+            add = outs[layer.inputs[0]][: x.shape[0]]
+            y = x.copy()
+            y[: add.shape[0]] += add
+            y = _activate(y, layer.activation)
+        elif layer.kind in ("sam", "scale_channels"):  # input x from (broadcast: C x 1 x 1 or 1 x H x W)
+            y = _activate(outs[layer.inputs[0]] * x, layer.activation)
+        elif layer.kind == "avgpool":
+            y = x.mean(axis=(1, 2), keepdims=True)
         elif layer.kind == "upsample":
             y = x.repeat(layer.stride, axis=1).repeat(layer.stride, axis=2)
         elif layer.kind == "reorg":  # pjreddie reorg (reverse=0), see darknet-semantics.md
             c, h, w, s = *x.shape, layer.stride
             y = x.reshape(c // (s * s), h, s, w, s).transpose(2, 4, 0, 1, 3).reshape(c * s * s, h // s, w // s)
-        else:  # yolo, region: their input passes through
+        elif layer.kind == "reorg3d":  # AlexeyAB [reorg3d]: SpaceToDepth
+            c, h, w, s = *x.shape, layer.stride
+            y = x.reshape(c, h // s, s, w // s, s).transpose(2, 4, 0, 1, 3).reshape(c * s * s, h // s, w // s)
+        else:  # yolo, region, dropout: their input passes through
             y = x
         outs.append(y.astype(np.float32, copy=False))
         x = outs[-1]
@@ -407,7 +417,8 @@ def _sections(cfg_path: str | os.PathLike) -> list[tuple[str, dict[str, str]]]:
             sections.append((line[1:-1].strip().lower(), {}))
         elif "=" in line and sections:
             key, value = (s.strip() for s in line.split("=", 1))
-            sections[-1][1][key] = value
+            # Darknet keeps the first occurrence; atoi stops at a trailing "# comment"
+            sections[-1][1].setdefault(key, value.split("#", 1)[0].strip() if "#" in value else value)
     return sections
 
 
@@ -419,7 +430,8 @@ def net_from_cfg(cfg_path: str | os.PathLike) -> NetSpec:
     """The layer graph of a Darknet detector cfg, walking channel counts (no spatial sizes needed).
 
     Covers the layers of the Darknet detectors: convolutional (groups), maxpool, route (groups,
-    group_id), shortcut, upsample, reorg, yolo, region. scripts/darknet_references.py checks the
+    group_id), shortcut (also of different channel counts), upsample, reorg, reorg3d, sam,
+    scale_channels, avgpool, dropout, yolo, region. scripts/darknet_references.py checks the
     conv specs against Darknet's own parsed network.
     """
     sections = _sections(cfg_path)
@@ -455,17 +467,21 @@ def net_from_cfg(cfg_path: str | os.PathLike) -> NetSpec:
             groups = int(get("groups", 1))
             layers.append(LayerSpec(kind="route", inputs=refs, groups=groups, group_id=int(get("group_id", 0))))
             c = sum(out_c[r] for r in refs) // groups
-        elif kind == "shortcut":
+        elif kind in ("shortcut", "sam", "scale_channels"):
             ref = int(o["from"])
-            layers.append(LayerSpec(kind="shortcut", inputs=(ref if ref >= 0 else i + ref,),
-                                    activation=get("activation", "linear").lower()))
+            ref = ref if ref >= 0 else i + ref
+            layers.append(LayerSpec(kind=kind, inputs=(ref,), activation=get("activation", "linear").lower()))
+            if kind != "shortcut":  # the output has the `from` layer's shape
+                c = out_c[ref]
+        elif kind in ("avgpool", "avg", "dropout"):
+            layers.append(LayerSpec(kind="avgpool" if kind.startswith("avg") else kind))
         elif kind == "upsample":
             layers.append(LayerSpec(kind="upsample", stride=int(get("stride", 2))))
-        elif kind == "reorg":
+        elif kind in ("reorg", "reorg3d"):
             stride = int(get("stride", 1))
             if int(get("reverse", 0)):
-                raise ValueError(f"{cfg_path}: layer {i}: [reorg] reverse=1 is not supported")
-            layers.append(LayerSpec(kind="reorg", stride=stride))
+                raise ValueError(f"{cfg_path}: layer {i}: [{kind}] reverse=1 is not supported")
+            layers.append(LayerSpec(kind=kind, stride=stride))
             c *= stride * stride
         elif kind in ("yolo", "region"):
             layers.append(LayerSpec(kind=kind))

@@ -33,6 +33,13 @@ class Section:
     lines: dict[str, int] = field(default_factory=dict)  # line of each option
 
 
+def numeric_text(value: str) -> str:
+    """A numeric option's text as Darknet reads it: ``atoi``/``atof`` stop at a trailing comment,
+    so ``filters=40  #32`` and ``layers = -1, 271 ###S4`` (AlexeyAB's efficientnet-lite3 and
+    cspx-p7 cfgs) mean 40 and -1,271. Only a ``#`` comment is accepted after the number."""
+    return value.split("#", 1)[0].strip()
+
+
 def read_sections(path: Path) -> list[Section]:
     try:
         text = path.read_text(encoding="utf-8", errors="strict")
@@ -94,7 +101,7 @@ class Options:
                 raise self.err(f"missing required option '{key}'")
             return default
         try:
-            value = int(self.opts[key])
+            value = int(numeric_text(self.opts[key]))
         except ValueError as e:
             raise self.err(f"option '{key}' must be an integer, got {self.opts[key][:20]!r}", key) from e
         if not lo <= value <= hi:
@@ -104,7 +111,7 @@ class Options:
     def float(self, key: str, default: float, lo: float = float("-inf"), hi: float = float("inf")) -> float:
         self.read.add(key)
         try:
-            value = float(self.opts.get(key, default))
+            value = float(numeric_text(self.opts[key])) if key in self.opts else float(default)
         except ValueError as e:
             raise self.err(f"option '{key}' must be a number", key) from e
         if not lo <= value <= hi:
@@ -117,7 +124,7 @@ class Options:
 
     def ints(self, key: str) -> list[int]:
         self.read.add(key)
-        raw = self.opts.get(key, "")
+        raw = numeric_text(self.opts.get(key, ""))
         try:
             return [int(v) for v in raw.split(",") if v.strip()]
         except ValueError as e:
@@ -125,7 +132,7 @@ class Options:
 
     def floats(self, key: str) -> list[float]:
         self.read.add(key)
-        raw = self.opts.get(key, "").split("#")[0]  # AlexeyAB stops reading anchors at '#'
+        raw = numeric_text(self.opts.get(key, ""))  # AlexeyAB stops reading anchors at '#'
         try:
             return [float(v) for v in raw.split(",") if v.strip()]
         except ValueError as e:
@@ -137,6 +144,8 @@ class Options:
         if key not in self.opts:
             return
         value = self.opts[key].strip()
+        if default.lstrip("-").replace(".", "", 1).isdigit():  # a number: read as atoi/atof would
+            value = numeric_text(value) or value
         same = value.lower() == default
         try:
             same = same or float(value) == float(default)

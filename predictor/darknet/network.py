@@ -48,6 +48,9 @@ NET_TRAINING_ALEXEYAB = frozenset(
      "resize_step", "attention", "adversarial_lr", "max_chart_loss", "seq_scales", "show_receptive_field"}
 )
 
+#: sections that make a cfg a detector (served: [yolo], [region]; the others are refused by name)
+DETECTION_SECTIONS = frozenset({"yolo", "region", "gaussian_yolo", "detection"})
+
 NMS_BY_KIND = {"default": "per_class", "greedynms": "diou", "diounms": "diou"}
 
 
@@ -133,6 +136,7 @@ def parse_cfg(cfg_path: str | os.PathLike, lineage: str | None = None) -> Networ
     first = sections[0]
     if first.name not in ("net", "network"):
         raise ModelFormatError(f"{path}:{first.lineno}: the first section must be [net], got [{first.name}]")
+    _check_layer_kinds(path, sections[1:])
     net = Options(path, first)
     width = net.int("width", 416, 32, MAX_INPUT_SIZE)
     height = net.int("height", 416, 32, MAX_INPUT_SIZE)
@@ -144,11 +148,7 @@ def parse_cfg(cfg_path: str | os.PathLike, lineage: str | None = None) -> Networ
 
     layers: list[Layer] = []
     for i, section in enumerate(sections[1:]):
-        cls = BY_SECTION.get(section.name)
-        if cls is None:
-            known = section.name in DARKNET_ONLY_SECTIONS or section.name in ("net", "network")
-            why = "a Darknet layer this server does not run" if known else "not a Darknet layer"
-            raise ModelFormatError(f"{path}:{section.lineno}: unknown layer type [{section.name}] (layer {i}): {why}")
+        cls = BY_SECTION[section.name]  # _check_layer_kinds refused the others
         o = Options(path, section, i)
         for key in ("dontload", "dontloadscales", "numload"):  # would change what the weights file holds
             o.only(key, "0")
@@ -185,13 +185,30 @@ def parse_cfg(cfg_path: str | os.PathLike, lineage: str | None = None) -> Networ
     return network
 
 
+def _check_layer_kinds(path: Path, sections: list) -> None:
+    """Before any option: a cfg with no detection layer is not a detector (a classifier, an RNN, ...),
+    and a layer kind this server does not run is named (the most fundamental problem first)."""
+    kinds = {section.name for section in sections}
+    if not kinds & DETECTION_SECTIONS:
+        raise ModelFormatError(
+            f"{path}: not a detector: no [yolo] or [region] layer (a classifier or another kind of network; "
+            "only Darknet YOLO detectors are served)"
+        )
+    for i, section in enumerate(sections):
+        if section.name not in BY_SECTION:
+            known = section.name in DARKNET_ONLY_SECTIONS or section.name in ("net", "network")
+            why = "a Darknet layer this server does not run" if known else "not a Darknet layer"
+            raise ModelFormatError(f"{path}:{section.lineno}: unknown layer type [{section.name}] (layer {i}): {why}")
+
+
 def _check_options(
     o: Options, training: frozenset[str], training_alexeyab: frozenset[str], alexeyab: frozenset[str]
 ) -> list[str]:
     """Refuse options nobody read; return the AlexeyAB-only features this section uses."""
     for key in o.opts:
         if key not in o.read and key not in training and key not in training_alexeyab:
-            raise o.err(f"unknown option '{key}': refusing rather than ignoring it", key)
+            raise o.err(f"unknown option '{key}': refusing rather than ignoring it (Darknet skips an option it "
+                        "does not read with an 'Unused field' warning: a misspelt option? Remove it if not)", key)
     marks = [(line, what) for line, what in o.alexeyab_features]
     marks += [(o.section.lines[key], f"option '{key}'") for key in o.opts if key in alexeyab or key in training_alexeyab]
     return [f"{o.path}:{line}: [{o.name}] {what}" for line, what in sorted(marks)]

@@ -10,7 +10,8 @@ reference's NMS) at both thresholds. On dog.jpg, decoded as Darknet's stb_image 
 (tests/data/dog_tensors), every detection pairs (same class, |Δconf| <= 1e-4, IoU >= 0.999). The
 other images go through our libjpeg decoder (1-3/255 off on a few percent of pixels): same class,
 |Δconf| <= 0.02, IoU >= 0.95, and a detection found on one side only must sit at a margin
-(confidence threshold, or an NMS decision a tiny change can flip; see match_at_margins).
+(confidence threshold, or an NMS decision a tiny change can flip; see
+yolo_devtools.matching.match_at_margins).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import pytest
 from predictor import darknet
 from predictor.engine import OnnxRuntimeEngine, available_cpus
 from predictor.onnx_graph import build_onnx
-from predictor.yolo import DecodeParams, detect, diou_one_to_many, iou_one_to_many
-from yolo_devtools.matching import iou_cxcywh
+from predictor.yolo import DecodeParams, detect
+from yolo_devtools.matching import match_at_margins
 from tests.servers import DATA, IMAGE_NAMES, IMAGES
 from transformer import geometry, imaging
 
@@ -33,9 +34,11 @@ pytestmark = pytest.mark.component
 
 REFERENCE = DATA / "reference"
 REPO = DATA.parent.parent
-MODELS = ("yolov2-tiny", "yolov2", "yolov3-spp", "yolov4-tiny", "yolov4", "yolov7-tiny")
+MODELS = ("yolov2-tiny", "yolov2", "yolov3-spp", "yolov4-tiny", "yolov4", "yolov7-tiny",
+          # held-out AlexeyAB cfgs: shortcut of other channel counts; avgpool, scale_channels, dropout,
+          # swish; letter_box=1 with mish and new_coords
+          "yolov3-tiny-prn", "enet-coco", "yolov4-csp-s-mish")
 NMS_BY_FUNCTION = {"do_nms_obj": "agnostic", "do_nms_sort": "per_class", "diounms_sort": "diou"}
-CONF_TOL, IOU_MIN, NMS_MARGIN = 0.02, 0.95, 0.05
 
 
 def manifest(model: str) -> dict:
@@ -102,65 +105,6 @@ def _preprocess(net: darknet.Network, rgb: np.ndarray):
     return tensor, content, lambda boxes: geometry.unletterbox_boxes(boxes, lb)
 
 
-def _overlap(a, b, nms: str, beta: float, size) -> float:
-    """The NMS criterion between two image-pixel boxes, on image-relative boxes as Darknet."""
-    rel = np.array([a, b], np.float32) / np.array([size[0], size[1]] * 2, np.float32)
-    if nms == "diou":
-        return float(diou_one_to_many(rel[0], rel[1:], beta)[0])
-    return float(iou_one_to_many(rel[0], rel[1:])[0])
-
-
-def match_at_margins(got, ref, thresh: float, nms: str, beta: float, size, strict: bool = False):
-    """Pair ``got`` with ``ref`` (lists of [label, conf, box]): same label, IoU >= 0.95, |Δconf| <=
-    0.02 (strict: 0.999 and 1e-4, nothing unpaired). Otherwise every unpaired detection must sit at
-    a margin: its confidence within 0.02 of the threshold; or an NMS decision that tiny input
-    differences can flip (an overlap within 0.05 of 0.45, or an overlapping box of a confidence
-    within 0.02: a near tie in NMS order); or a box that such a flipped detection suppresses or
-    not (the cascade). Returns (pairs, unpaired, max |Δconf| of the pairs)."""
-    iou_min, conf_tol = (0.999, 1e-4) if strict else (IOU_MIN, CONF_TOL)
-    unused = list(range(len(got)))
-    unpaired, pairs, worst = [], 0, 0.0
-    for det in sorted(ref, key=lambda r: -r[1]):
-        same = [i for i in unused if got[i][0] == det[0]]
-        best = max(same, key=lambda i: iou_cxcywh(got[i][2], det[2]), default=None)
-        if best is not None and iou_cxcywh(got[best][2], det[2]) >= iou_min and abs(got[best][1] - det[1]) <= conf_tol:
-            unused.remove(best)
-            pairs += 1
-            worst = max(worst, abs(got[best][1] - det[1]))
-        else:
-            unpaired.append(det)
-    unpaired += [got[i] for i in unused]
-    assert not (strict and unpaired), f"on Darknet's own pixels every detection must pair: {unpaired[:3]}"
-
-    def rivals(det, pool):  # detections NMS compares det with, and their overlap criterion
-        for other in pool:
-            if other is not det and (nms == "agnostic" or other[0] == det[0]):
-                yield other, _overlap(det[2], other[2], nms, beta, size)
-
-    everyone = list(got) + list(ref)
-    explained = [
-        abs(det[1] - thresh) <= CONF_TOL
-        or any(
-            abs(v - 0.45) <= NMS_MARGIN or (v > 0.45 - NMS_MARGIN and abs(o[1] - det[1]) <= CONF_TOL)
-            for o, v in rivals(det, everyone)
-        )
-        for det in unpaired
-    ]
-    changed = True
-    while changed:  # the cascade: overlapping a flipped detection
-        changed = False
-        for k, det in enumerate(unpaired):
-            if not explained[k] and any(
-                explained[j] and _overlap(det[2], o[2], nms, beta, size) > 0.45 - NMS_MARGIN
-                for j, o in enumerate(unpaired)
-                if o is not det and (nms == "agnostic" or o[0] == det[0])
-            ):
-                explained[k] = changed = True
-    for det, ok in zip(unpaired, explained):
-        assert ok, f"{det} is in one result only and is not at a margin"
-    return pairs, len(unpaired), worst
-
-
 def test_detections_match_darknet_on_five_images(model, served):
     m = manifest(model)
     net = served
@@ -177,6 +121,10 @@ def test_detections_match_darknet_on_five_images(model, served):
         tensor, content, to_image = _preprocess(net, rgb)
         outs = [o[0] for o in engine.run(tensor[None])]
         images[name] = (outs, content, to_image, (rgb.shape[1], rgb.shape[0]))
+    candidates = {}  # Darknet's do_nms_obj candidates (pjreddie models), by threshold
+    for f in m["detections"].get("candidate_files", []):
+        doc = json.loads((REFERENCE / model / f).read_text())
+        candidates[doc["thresh"]] = doc["images"]
     total_pairs = total_unpaired = 0
     for file, doc in docs.items():
         nms = NMS_BY_FUNCTION[doc["nms_function"]]
@@ -190,7 +138,8 @@ def test_detections_match_darknet_on_five_images(model, served):
             boxes = to_image(rows[:, :4])
             got = [[names[int(r[5])], float(r[4]), [float(v) for v in b]] for r, b in zip(rows, boxes)]
             strict = name == "dog.jpg"
-            pairs, unpaired, _ = match_at_margins(got, doc["images"][name], doc["thresh"], nms, beta, size, strict)
+            pairs, unpaired, _, _ = match_at_margins(got, doc["images"][name], doc["thresh"], nms, beta, size, strict,
+                                                     candidates=candidates.get(doc["thresh"], {}).get(name))
             total_pairs += pairs
             total_unpaired += unpaired
     assert total_pairs > 0

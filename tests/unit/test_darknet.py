@@ -159,8 +159,9 @@ def test_cfg_syntax_errors(tmp_path):
         ("", "empty cfg"),
         ("[convolutional]\nfilters=1\n", r"first section must be \[net\]"),
         ("[net]\nwidth=416\nheight\n", "expected key=value"),
-        ("[net]\nwidth=abc\n", "must be an integer"),
-        ("[net]\nwidth=416\nheight=416\n[maxpool]\nsize=2\n", r"no \[yolo\] or \[region\] layer"),
+        ("[net]\nwidth=abc\n[yolo]\n", "must be an integer"),
+        ("[net]\nwidth=416\nheight=416\n[maxpool]\nsize=2\n", r"not a detector: no \[yolo\] or \[region\] layer"),
+        ("[net]\nwidth=28\n[convolutional]\n[avgpool]\n[softmax]\n", r"not a detector: no \[yolo\] or \[region\]"),
         ("[net]\n[yolo]\nmask=0,7\nanchors=1,2,3,4\nnum=2\nclasses=1\n", "refers to anchors outside"),
     ]:
         bad.write_text(text)
@@ -336,8 +337,8 @@ def test_training_only_options_are_accepted(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kind", ["lstm", "Gaussian_yolo", "sam", "scale_channels", "crnn", "conv_lstm", "local", "deconvolutional",
-             "implicit_add", "implicit_mul", "reorg3d", "dropout", "avgpool", "connected", "net"]
+    "kind", ["lstm", "Gaussian_yolo", "crnn", "conv_lstm", "local", "deconvolutional", "local_avgpool",
+             "implicit_add", "implicit_mul", "softmax", "connected", "net"]
 )
 def test_unsupported_layer_types_are_refused_in_one_line(tmp_path, kind):
     cfg = tmp_path / "c.cfg"

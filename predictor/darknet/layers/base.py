@@ -133,8 +133,14 @@ def logistic(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
 
 
-def anchor_pairs(o: Options, num: int) -> tuple[tuple[float, float], ...]:
+def anchor_pairs(o: Options, num: int, extra_ok: bool = False) -> tuple[tuple[float, float], ...]:
+    """The ``num`` anchors (w, h). ``extra_ok``: more numbers than ``2*num`` are AlexeyAB's reading
+    of ``[yolo]`` (it keeps the first ``2*num``; pjreddie would write past its array), e.g.
+    cspx-p7-mish's 20 anchor pairs with ``num=16``."""
     values = o.floats("anchors")
+    if len(values) > 2 * num and extra_ok:
+        o.alexeyab(f"'anchors' has {len(values)} numbers for num={num} (AlexeyAB reads the first {2 * num})", "anchors")
+        values = values[: 2 * num]
     if len(values) != 2 * num:
         raise o.err(f"'anchors' has {len(values)} numbers, expected 2*num = {2 * num}", "anchors")
     return tuple((values[2 * k], values[2 * k + 1]) for k in range(num))

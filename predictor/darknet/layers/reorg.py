@@ -77,3 +77,21 @@ class ReorgLayer(Layer):
         out_w = g.op("Div", [w, stride], f"{name}_out_w")
         merged = g.op("Concat", [i64("n2", 0), out_c, out_h, out_w], f"{name}_out_shape", axis=0)
         return g.op("Reshape", [y, merged], f"{name}_reorg")
+
+
+@dataclass
+class Reorg3dLayer(ReorgLayer):
+    """AlexeyAB's ``[reorg3d]`` (src/reorg_layer.c, ``reorg_cpu`` called with the OUTPUT dimensions,
+    ``reverse=0``): ``out[(dy*s + dx)*C + c, y, x] = in[c, y*s + dy, x*s + dx]``, which is exactly
+    ONNX ``SpaceToDepth``."""
+
+    SECTIONS: ClassVar[tuple[str, ...]] = ("reorg3d",)
+
+    @classmethod
+    def parse(cls, o: Options) -> Reorg3dLayer:
+        layer = super().parse(o)
+        o.alexeyab_features.append((o.lineno, "layer [reorg3d]"))
+        return cls(layer.index, layer.stride)
+
+    def emit(self, g: GraphBuilder, x: str, outs: list[str]) -> str:
+        return g.op("SpaceToDepth", [x], f"l{self.index}_reorg3d", blocksize=self.stride)

@@ -39,7 +39,8 @@ class YoloLayer(Head):
         {"max_delta", "counters_per_class", "label_smooth_eps", "objectness_smooth", "iou_normalizer",
          "obj_normalizer", "cls_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "resize",
          "focal_loss", "iou_thresh", "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show",
-         "track_ciou_norm", "show_details"}
+         "track_ciou_norm", "show_details",
+         "uc_normalizer"}  # [Gaussian_yolo]'s training option, which AlexeyAB's [yolo] never reads
     )
     ALEXEYAB: ClassVar[frozenset[str]] = frozenset({"scale_x_y", "new_coords", "nms_kind", "beta_nms", "embedding_layer"})
 
@@ -47,7 +48,7 @@ class YoloLayer(Head):
     def parse(cls, o: Options) -> YoloLayer:
         classes = o.int("classes", 20, 1, MAX_CLASSES)
         num = o.int("num", len(o.floats("anchors")) // 2 or 1, 1, 1000)
-        anchors = anchor_pairs(o, num)
+        anchors = anchor_pairs(o, num, extra_ok=True)
         mask = o.ints("mask") or list(range(num))
         if any(not 0 <= m < num for m in mask):
             raise o.err(f"'mask' {mask} refers to anchors outside 0..{num - 1}", "mask")
