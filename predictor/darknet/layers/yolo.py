@@ -76,25 +76,41 @@ class YoloLayer(Head):
     def anchors_per_cell(self) -> int:
         return len(self.mask)
 
+    def _activate(self, rows: np.ndarray) -> np.ndarray:
+        """Darknet's [yolo] activations on ``rows`` ``[K, 5+C]`` (float32, in place): logistic on x,
+        y, objectness and classes unless ``new_coords``, then ``scale_x_y``. Element-wise, so a
+        subset of the rows gets exactly the values the whole layer would."""
+        if not self.new_coords:
+            rows[:, 0:2] = logistic(rows[:, 0:2])
+            rows[:, 4:] = logistic(rows[:, 4:])
+        if self.scale_x_y != 1.0:  # scal_add_cpu(x, scale, -0.5*(scale-1)): a float scale, a double bias
+            scale = np.float32(self.scale_x_y)
+            rows[:, 0:2] = rows[:, 0:2] * scale + np.float32(-0.5 * (float(scale) - 1))
+        return rows
+
+    def _rows(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` ``[A*(5+C), H, W]`` as rows ``[H*W*A, 5+C]`` in Darknet's order: cells row-major,
+        then anchor slots."""
+        a, c = len(self.mask), self.classes
+        _, h, w = raw.shape
+        return raw.reshape(a, 5 + c, h, w).transpose(2, 3, 0, 1).reshape(h * w * a, 5 + c)
+
     def forward(self, raw: np.ndarray) -> np.ndarray:
         """Darknet's [yolo] layer output (``forward_yolo_layer``) for one image, same layout as ``raw``."""
         a, c = len(self.mask), self.classes
-        t = raw.reshape(a, 5 + c, *raw.shape[1:]).astype(np.float32, copy=True)
-        if not self.new_coords:
-            t[:, 0:2] = logistic(t[:, 0:2])
-            t[:, 4:] = logistic(t[:, 4:])
-        if self.scale_x_y != 1.0:  # scal_add_cpu(x, scale, -0.5*(scale-1)): a float scale, a double bias
-            scale = np.float32(self.scale_x_y)
-            t[:, 0:2] = t[:, 0:2] * scale + np.float32(-0.5 * (float(scale) - 1))
-        return t.reshape(raw.shape)
+        _, h, w = raw.shape
+        rows = self._activate(self._rows(raw).astype(np.float32, copy=True))
+        return rows.reshape(h, w, a, 5 + c).transpose(2, 3, 0, 1).reshape(raw.shape)
 
     def candidates(self, raw: np.ndarray, net_w: int, net_h: int, thresh: float):
-        a, c = len(self.mask), self.classes
+        a = len(self.mask)
         _, h, w = raw.shape
-        # (A, 5+C, H, W) -> (H, W, A, 5+C): darknet visits cells row-major, then anchor slots
-        t = self.forward(raw).reshape(a, 5 + c, h, w).transpose(2, 3, 0, 1).reshape(h * w * a, 5 + c)
-        keep = np.nonzero(t[:, 4] > np.float32(thresh))[0]
-        t = t[keep]
+        rows = self._rows(raw)
+        # objectness first, the other activations only for the rows that pass (the layer's outputs
+        # are element-wise, so the kept rows are exactly forward()'s)
+        objectness = rows[:, 4].astype(np.float32) if self.new_coords else logistic(rows[:, 4])
+        keep = np.nonzero(objectness > np.float32(thresh))[0]
+        t = self._activate(rows[keep].astype(np.float32, copy=True))
         cell, slot = np.divmod(keep, a)
         row, col = np.divmod(cell, w)
         anchors = np.asarray(self.masked_anchors, np.float32)[slot]
