@@ -61,7 +61,7 @@ class PredictorSettings:
     #: 0.25 AlexeyAB; IoU 0.45).
     confidence: float | None = None
     iou_threshold: float | None = None
-    max_detections: int = 300
+    max_detections: int = 10_000
     #: Also log KServe's per-request trace lines, gRPC call lines and library warnings.
     verbose: bool = False
     #: Addresses the REST and gRPC ports listen on: every interface (KServe's), as a pod needs;

@@ -39,7 +39,7 @@ NMS_KINDS = ("agnostic", "per_class", "diou")
 class DecodeParams:
     confidence: float = 0.5
     iou_threshold: float = 0.45
-    max_detections: int = 300
+    max_detections: int = 10_000  # Darknet has no limit; the largest value a request may ask for
     class_ids: frozenset[int] | None = None  # None keeps every class
     nms: str = "agnostic"  # one of NMS_KINDS
     beta_nms: float = 0.6  # DIoU exponent (nms="diou" only)

@@ -64,7 +64,8 @@ class ParamSpec:
 PARAMETERS = (
     ParamSpec("confidence", float, 0.5, "keep (box, class) pairs with objectness*class > confidence (>= 0.001)"),
     ParamSpec("iou_threshold", float, 0.45, "NMS IoU threshold"),
-    ParamSpec("max_detections", int, 300, "at most this many rows per image (highest confidence first)"),
+    ParamSpec("max_detections", int, 10_000, "at most this many rows per image (highest confidence first); "
+              "Darknet has no limit, so the default is the largest accepted value"),
     ParamSpec("class_filter", str, "", "class names (case-insensitive) or ids to keep, a list or comma-separated; empty keeps all"),
     ParamSpec("nms", str, "agnostic", "'agnostic' (do_nms_obj), 'per_class' (do_nms_sort) or 'diou' (AlexeyAB's diounms_sort)"),
 )
