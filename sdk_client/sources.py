@@ -33,8 +33,9 @@ __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "Source", "Item", "collect", 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp")
 #: Video containers read frame by frame with PyAV.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
-#: The transformer's default request body cap (16 MiB): a larger download would be refused anyway.
-DEFAULT_MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
+#: The transformer's default request body cap (40 MiB, ``--max_body_bytes``): a larger download
+#: would be refused anyway.
+DEFAULT_MAX_DOWNLOAD_BYTES = 40 * 1024 * 1024
 _GLOB_CHARS = set("*?[")
 
 

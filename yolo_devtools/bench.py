@@ -146,8 +146,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="engine threads for --engine-only (default: 0 = all CPUs)")
     g.add_argument("--engine-seconds", type=argtypes.positive_float, default=3.0, metavar="S",
                    help="timed seconds per batch size for --engine-only (default: %(default)s)")
-    g.add_argument("--input-size", type=argtypes.positive_int, default=416, metavar="N",
-                   help="letterbox size, as the transformer's --input_size (default: %(default)s)")
+    g.add_argument("--input-size", type=argtypes.non_negative_int, default=0, metavar="N",
+                   help="network input N x N, as the predictor's --input_size (default: 0 = the "
+                   "cfg's width x height); the tensor is letterboxed or resized as the model asks")
     g.add_argument("--gemm-seconds", type=argtypes.positive_float, default=2.0, metavar="S",
                    help="seconds of fp32 GEMM for the floor (default: %(default)s)")
 
@@ -190,32 +191,38 @@ def _display(path: Path) -> str:
 
 
 def _model_info(model_dir: Path, size: int, gflops: float | None) -> dict[str, Any]:
+    """The cfg's facts for the report: served size (``size`` N x N, or the cfg's when 0), the
+    preprocessing the predictor would publish (``letterbox`` or ``resize``), GFLOP and the floor."""
     from predictor import darknet
 
     files = darknet.find_model_files(model_dir)
     network = darknet.parse_cfg(files.cfg)
-    gflop = network.flops(size, size) / 1e9
+    width, height = (size, size) if size else (network.width, network.height)
+    gflop = network.flops(width, height) / 1e9
     floor_ms = gflop / gflops * 1000.0 if gflops else None
     return {
         "model_dir": _display(model_dir),
         "cfg": files.cfg.name,
-        "width": size,
-        "height": size,
+        "lineage": network.lineage,
+        "preprocess": "letterbox" if network.letter_box else "resize",
+        "width": width,
+        "height": height,
         "gflop": round(gflop, 4),
         "floor_ms": round(floor_ms, 3) if floor_ms else None,
         "floor_ips": round(1000.0 / floor_ms, 3) if floor_ms else None,
     }
 
 
-def _letterboxed(data: bytes, size: int):
-    """The UINT8 ``[1, 3, size, size]`` tensor the transformer sends for this image."""
+def _letterboxed(data: bytes, width: int, height: int | None = None, mode: str = "letterbox"):
+    """The UINT8 ``[1, 3, height, width]`` tensor the transformer sends for this image
+    (``mode``: ``letterbox`` or ``resize``, as the model publishes)."""
     import numpy as np
 
     with _plain_argv():
         from transformer import geometry, imaging
 
     rgb = imaging.decode_image(data)
-    x, _ = geometry.letterbox_uint8(rgb, size, size)
+    x, _ = geometry.preprocess(rgb, width, height or width, mode, None, np.uint8)
     return np.ascontiguousarray(x[None])
 
 
@@ -245,7 +252,8 @@ def _run_engine(args, model_dir: Path, tensor, log) -> dict[str, Any]:
         "engine": args.engine,
         "precision": args.precision,
         "threads": threads,
-        "input_size": args.input_size,
+        "input_size": int(tensor.shape[3]),
+        "input_height": int(tensor.shape[2]),
         "batch1": engine_batch_summary(t1, 1),
         "batch8": engine_batch_summary(t8, 8),
     }
@@ -409,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_e2e and not (args.predictor_only or args.engine_only):
         return usage("--skip-e2e leaves nothing to measure; add --predictor-only or --engine-only")
     if args.input_size % 32:
-        return usage("--input-size must be a multiple of 32")
+        return usage("--input-size must be 0 (the cfg's size) or a multiple of 32")
     image = Path(args.image) if args.image else _find_default(_DEFAULT_IMAGE)
     if image is None:
         return usage(f"--image is required ({_DEFAULT_IMAGE} not found)")
@@ -462,7 +470,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{PROG}: error: {model_dir}: {e}", file=err)
                 return 1
             log(f"no floor: cannot read the model in {model_dir}: {e}")
-    tensor = _letterboxed(data, args.input_size) if (args.engine_only or args.predictor_only) else None
+    tensor = None
+    if args.engine_only or args.predictor_only:
+        if model is not None:
+            tensor = _letterboxed(data, model["width"], model["height"], model["preprocess"])
+        elif args.input_size:
+            tensor = _letterboxed(data, args.input_size)
+        else:
+            return usage("--predictor-only without --model-dir needs --input-size N (the served size)")
 
     # 2. raw engine
     engine = None
@@ -477,6 +492,8 @@ def run(args: argparse.Namespace) -> int:
             from .stack import LocalStack
 
             p_args = ["--engine", args.engine, "--precision", args.precision]
+            if args.input_size:
+                p_args += ["--input_size", str(args.input_size)]
             if args.stack_threads:
                 p_args += ["--threads", str(args.stack_threads)]
             stack = LocalStack(model_dir, model_name=args.model, predictor_args=p_args)

@@ -14,16 +14,18 @@ JSON report (``--json``; ``schema`` = :data:`SCHEMA`). Times are milliseconds un
 
     schema            "yolo-kserve-bench/1"
     created           ISO-8601 UTC timestamp
-    config            {url, host, model, image, image_bytes, image_width, image_height, input_size,
+    config            {url, host, model, image, image_bytes, image_width, image_height,
+                       input_size (as asked: 0 = the cfg's),
                        concurrency: [int], duration_s, requests, warmup, timeout_s, start_stack,
                        model_dir, predictor_grpc, engine, precision, threads}
     system            {cpus, platform, python, numpy}
     gemm              {n, seconds, iterations, gflops (p50 of the runs), gflops_best,
                        blas_core (OpenBLAS kernel picked at run time, or null)}
-    model             {model_dir, cfg, width, height, gflop, floor_ms, floor_ips} | null
+    model             {model_dir, cfg, lineage, preprocess, width, height, gflop, floor_ms,
+                       floor_ips} | null
     e2e               {target, protocol: "v1 raw JPEG", levels: [LEVEL]} | null
     predictor         {target, protocol: "grpc-v2 UINT8 tensor", levels: [LEVEL]} | null
-    engine            {engine, precision, threads, input_size,
+    engine            {engine, precision, threads, input_size (width), input_height,
                        batch1: {runs, latency_ms: LATENCY, ips},
                        batch8: {runs, latency_ms: LATENCY, ips}} | null
     ratios            {latency_concurrency, throughput_concurrency, predictor_inference_over_engine,
@@ -565,6 +567,15 @@ def _xrange(lo: float | None, hi: float | None) -> str:
     return _x(lo) if lo == hi else f"{_x(lo)}-{_x(hi)}"
 
 
+def _input_text(config: Mapping[str, Any], model: Mapping[str, Any] | None) -> str:
+    """The network input as served: the model's size and preprocessing when the cfg was read."""
+    if model and model.get("width"):
+        mode = f" {model['preprocess']}" if model.get("preprocess") else ""
+        return f"{model['width']}x{model['height']}{mode}"
+    size = config.get("input_size")
+    return f"{size}x{size}" if size else "the cfg's size"
+
+
 def _levels_table(title: str, section: Mapping[str, Any]) -> list[str]:
     out = [f"{title}  [{section['target']}, {section['protocol']}]",
            f"  {'c':>3} {'requests':>8} {'errors':>6} {'wall s':>7} {'req/s':>7} {'img/s':>7} "
@@ -603,7 +614,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append(f"yolo-kserve bench  model {cfg.get('model')}"
                  + (f" ({model_cfg})" if model_cfg else "") + f"  image {img} "
                  f"({cfg.get('image_width')}x{cfg.get('image_height')}, {cfg.get('image_bytes')} B), "
-                 f"input {cfg.get('input_size')}  ({report['created']})")
+                 f"input {_input_text(cfg, report['model'])}  ({report['created']})")
     sysinfo, gemm, model = report["system"], report["gemm"], report["model"]
     floor = ""
     if model:
@@ -622,7 +633,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     if eng:
         b1, b8 = eng["batch1"], eng["batch8"]
         lines.append(f"raw engine in-process: {eng['engine']} {eng['precision']}, {eng['threads']} "
-                     f"threads, {eng['input_size']}x{eng['input_size']}")
+                     f"threads, {eng['input_size']}x{eng.get('input_height', eng['input_size'])}")
         lines.append(f"  batch 1: p50 {_f(b1['latency_ms']['p50'])} ms, p90 {_f(b1['latency_ms']['p90'])} ms, "
                      f"{_f(b1['ips'])} img/s ({b1['runs']} runs)")
         lines.append(f"  batch 8: p50 {_f(b8['latency_ms']['p50'])} ms per batch, {_f(b8['ips'])} img/s "

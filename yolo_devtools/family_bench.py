@@ -139,7 +139,8 @@ def run(args, log) -> dict:
                 net = darknet.parse_cfg(files.cfg)
                 gflop = net.flops() / 1e9
                 floor_ms = gflop / gemm["gflops"] * 1000.0
-                tensor = _letterboxed(data, net.width)  # every family cfg is square
+                # what the transformer would send: the cfg's size, letterboxed or resized as it says
+                tensor = _letterboxed(data, net.width, net.height, "letterbox" if net.letter_box else "resize")
                 log(f"{name}: {net.width}x{net.height}, {gflop:.2f} GFLOP; raw engine for {args.seconds:g} s")
                 eng_ms, runs = engine_p50(root / "models" / name, tensor, args.seconds)
                 load_samples.append(os.getloadavg()[0])

@@ -125,7 +125,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--fps", type=argtypes.positive_float, metavar="F",
                    help="videos: frames per second to sample (default: every frame)")
     g.add_argument("--max-download-bytes", type=argtypes.positive_int, metavar="N",
-                   help="URLs: largest download accepted (default: 16 MiB, the server's body cap)")
+                   help="URLs: largest download accepted (default: 40 MiB, the transformer's default body cap)")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", metavar="FILE.jsonl",
                    help="write JSON lines here (default: stdout)")

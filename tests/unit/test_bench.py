@@ -321,3 +321,48 @@ def test_yolo_kserve_bench_forwards_to_the_dev_tooling(capsys):
     assert cli_main(["bench", "--concurrency", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: yolo-kserve bench") and "concurrency levels must be >= 1" in err
+
+
+# --------------------------------------------------------------------------------------------
+# the served size and preprocessing come from the cfg, as the predictor publishes them
+
+
+def _model_dir(tmp_path, cfg_name):
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "data" / "cfg" / cfg_name
+    (tmp_path / cfg_name).write_bytes(src.read_bytes())
+    (tmp_path / "x.weights").write_bytes(b"")
+    (tmp_path / "coco.names").write_text("a\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("cfg, size, expect", [
+    ("yolov3-tiny.cfg", 0, (416, 416, "pjreddie", "letterbox")),
+    ("yolov4-tiny.cfg", 0, (416, 416, "alexeyab", "resize")),
+    ("yolov4.cfg", 0, (608, 608, "alexeyab", "resize")),
+    ("yolov4.cfg", 320, (320, 320, "alexeyab", "resize")),
+])
+def test_model_info_follows_the_cfg(tmp_path, cfg, size, expect):
+    from yolo_devtools.bench import _model_info
+
+    info = _model_info(_model_dir(tmp_path, cfg), size, 100.0)
+    assert (info["width"], info["height"], info["lineage"], info["preprocess"]) == expect
+    assert info["gflop"] > 0 and info["floor_ms"] == pytest.approx(info["gflop"] / 100.0 * 1000, rel=1e-3)
+
+
+def test_tensor_is_resized_or_letterboxed_as_the_model_asks():
+    from pathlib import Path
+
+    import numpy as np
+
+    from yolo_devtools.bench import _letterboxed
+
+    data = (Path(__file__).resolve().parents[1] / "data" / "images" / "dog.jpg").read_bytes()
+    boxed = _letterboxed(data, 416, 416, "letterbox")
+    resized = _letterboxed(data, 416, 320, "resize")
+    assert boxed.shape == (1, 3, 416, 416) and resized.shape == (1, 3, 320, 416)
+    # 768x576 letterboxed to 416: 416x312 of picture, grey (128) rows above and below
+    assert (boxed[0, :, :52, :] == 128).all() and not (boxed[0, :, 52:364, :] == 128).all()
+    assert not (resized[0, :, :52, :] == 128).all()
+    assert boxed.dtype == resized.dtype == np.uint8
