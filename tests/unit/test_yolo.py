@@ -24,6 +24,8 @@ LAYER = YoloLayer(index=0, mask=(0, 1), anchors=((32.0, 32.0), (64.0, 64.0)), cl
 
 
 def logit(p):
+    if p <= 0.0 or p >= 1.0:  # sigmoid(-inf) = 0, sigmoid(+inf) = 1
+        return float("-inf") if p <= 0.0 else float("inf")
     return float(np.log(p / (1 - p)))
 
 
