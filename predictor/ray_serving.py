@@ -255,6 +255,12 @@ class RayCluster:
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         s = self.settings
+        if self.local:
+            # Ray runs its workers at nice 15 by default: the replicas, which do all the inference,
+            # would then yield the pod's CPUs to anything else runnable (the ingress, Ray's own
+            # daemons, a neighbour on a shared node) and SIGTERM's drain could outlast the grace
+            # period. They run at the ModelServer's priority, as the plain predictor's engine does.
+            os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs: dict[str, Any] = dict(
             include_dashboard=False,
             log_to_driver=s.ray_log_to_driver,

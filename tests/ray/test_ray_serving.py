@@ -13,6 +13,7 @@ import sys
 
 import grpc
 import httpx
+import psutil
 import numpy as np
 import pytest
 from kserve import InferenceGRPCClient
@@ -70,6 +71,14 @@ def test_two_replicas_run_with_one_thread_each(ray_stack):
     assert len(replica_processes(ray_stack.predictor)) == 2
     assert "2 replica(s) running" in ray_stack.predictor.log()
     assert "on 2 Ray replica(s) x 1 thread(s)" in ray_stack.predictor.log()
+
+
+def test_replicas_run_at_the_servers_priority(ray_stack):
+    """Ray's default nice 15 would let anything else runnable starve the inference (and outlast
+    SIGTERM's grace period): the replicas run at the ModelServer's own priority."""
+    server_nice = psutil.Process(ray_stack.predictor.proc.pid).nice()
+    replicas = replica_processes(ray_stack.predictor)
+    assert replicas and [p.nice() for p in replicas] == [server_nice] * len(replicas)
 
 
 @pytest.mark.parametrize("thresh", ["0.5", "0.25"])
