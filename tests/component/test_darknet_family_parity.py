@@ -44,7 +44,7 @@ NMS_BY_FUNCTION = {"do_nms_obj": "agnostic", "do_nms_sort": "per_class", "diounm
 def manifest(model: str) -> dict:
     path = REFERENCE / model / "manifest.json"
     if not path.exists():
-        pytest.skip(f"{path.relative_to(REPO)} is missing (Darknet references come from branch i10-refs)")
+        pytest.skip(f"{path.relative_to(REPO)} is missing (made by scripts/darknet_references.py; see tests/data/reference/README.md)")
     return json.loads(path.read_text())
 
 
