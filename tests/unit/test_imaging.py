@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import re
 import struct
 import warnings
 import zipfile
@@ -469,7 +470,8 @@ def test_fuzz_only_typed_errors_escape(data):
         out = decode_image(data, max_pixels=1_000_000)
     except (BadRequest, UnsupportedMediaType, PayloadTooLarge) as e:
         event(type(e).__name__)
-        assert "0x" not in str(e)
+        # no object repr / memory address leaks into the message ("3600x281" is a size, not one)
+        assert not re.search(r"(?<![0-9A-Za-z])0x[0-9a-fA-F]", str(e)), str(e)
         return
     event("decoded")
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
