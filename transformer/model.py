@@ -250,9 +250,7 @@ class ImageTransformer(Model):
         for name in names:
             if name in self.link.models or self.link.register is None:
                 continue
-            sibling = ImageTransformer(self.settings, name, self.link)
-            sibling.enable_latency_logging = self.enable_latency_logging
-            sibling.load()
+            sibling = self._sibling(name, self.link)
             self.link.register(sibling)
             logger.info("serving %r too (the predictor serves it)", name)
             sibling._describe_later()
@@ -318,11 +316,15 @@ class ImageTransformer(Model):
             return self
         link = self.link.tagged(tag)
         twin = link.models.get(self.name)
-        if twin is None:
-            twin = ImageTransformer(self.settings, self.name, link)
-            twin.enable_latency_logging = self.enable_latency_logging
-            twin.load()
-        return twin
+        return twin if twin is not None else self._sibling(self.name, link)
+
+    def _sibling(self, name: str, link: PredictorLink) -> "ImageTransformer":
+        """A loaded model serving ``name`` on ``link`` (it joins ``link.models``), set up like this one:
+        the names the predictor serves (:meth:`_mirror`) and the twins on tagged revisions (:meth:`_routed`)."""
+        model = ImageTransformer(self.settings, name, link)
+        model.enable_latency_logging = self.enable_latency_logging
+        model.load()
+        return model
 
     # ------------------------------------------------------------------ handlers
     async def preprocess(self, body, headers: dict[str, str] | None = None) -> Batch:

@@ -101,11 +101,14 @@ def parse_v1(payload: object, headers: dict[str, str], max_images: int) -> Parse
     return ParsedRequest([_instance_bytes(x, i) for i, x in enumerate(instances)], {**query, **params})
 
 
+#: Query parameters left out when given empty: ours (an empty model_version is no version).
+_OMITTED_WHEN_EMPTY = frozenset((*PUBLIC_PARAMETER_NAMES, "model_version"))
+
+
 def query_parameters(query: str) -> dict[str, str]:
     """Parameters of a query string. A parameter of ours given empty (``?confidence=``) is left out,
     as if absent; any other empty key stays, so that a misspelt one is refused by name."""
-    known = (*PUBLIC_PARAMETER_NAMES, "model_version")  # an empty model_version is no version
-    return {k: v for k, v in parse_qsl(query, keep_blank_values=True) if v or k not in known}
+    return {k: v for k, v in parse_qsl(query, keep_blank_values=True) if v or k not in _OMITTED_WHEN_EMPTY}
 
 
 def response_options(raw: dict) -> tuple[str, bool]:
@@ -117,9 +120,10 @@ def response_options(raw: dict) -> tuple[str, bool]:
     clip = plain_value(raw.get("clip"))
     if clip is None or isinstance(clip, bool):
         return fmt, bool(clip)
-    if str(clip).strip().lower() in ("true", "1"):
+    text = str(clip).strip().lower()
+    if text in ("true", "1"):
         return fmt, True
-    if str(clip).strip().lower() in ("false", "0", ""):
+    if text in ("false", "0", ""):
         return fmt, False
     raise BadRequest('parameter "clip" must be true or false')
 

@@ -122,8 +122,9 @@ def add_examples(schema: dict, component: str, model_name: str) -> dict:
     if predict is not None and component == "transformer":
         predict["summary"] = "Detect objects (v1: JSON, a raw image or multipart)"
         predict["requestBody"] = _v1_predict_body()
-        names = {p["name"] for p in _query_parameters()}
-        predict["parameters"] = [p for p in predict.get("parameters", []) if p.get("name") not in names] + _query_parameters()
+        query = _query_parameters()
+        names = {p["name"] for p in query}
+        predict["parameters"] = [p for p in predict.get("parameters", []) if p.get("name") not in names] + query
     return schema
 
 

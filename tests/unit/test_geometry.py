@@ -177,7 +177,7 @@ def test_letterbox_matches_loop_reference_on_dog_crop(dog_rgb):
 
 
 def test_uint8_results_are_independent_arrays(dog_rgb):
-    """letterbox_uint8 reuses a per-thread scratch canvas; results must not alias it."""
+    """Each letterbox_uint8 call returns a new array: a later call never changes an earlier result."""
     a, _ = letterbox_uint8(dog_rgb, 416, 416)
     a_copy = a.copy()
     b, _ = letterbox_uint8(dog_rgb[::-1].copy(), 416, 416)
