@@ -91,9 +91,6 @@ class Options:
         line = self.section.lines.get(key, self.lineno) if key else self.lineno
         return ModelFormatError(f"{self.path}:{line}: [{self.name}] {msg}")
 
-    def has(self, key: str) -> bool:
-        return key in self.opts
-
     def int(self, key: str, default: int | None = None, lo: int = 0, hi: int = 1 << 30) -> int:
         self.read.add(key)
         if key not in self.opts:
