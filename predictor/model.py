@@ -235,7 +235,7 @@ class DarknetPredictor(Model):
             params, content = job.params
             rows = [
                 yolo.detect([o[offset + k] for o in outputs], heads, w, h, params,
-                            None if content is None else tuple(float(v) for v in content[k]))
+                            None if content is None else content[k])
                 for k in range(job.images.shape[0])
             ]
             offset += job.images.shape[0]

@@ -26,13 +26,12 @@ from typing import Sequence
 import numpy as np
 
 from predictor.darknet import Head
+from yolo_contract.tensors import NMS_KINDS
 
 #: Safety bound on boxes entering NMS (greedy NMS is quadratic). Real models at the lowest accepted
 #: confidence (0.001) give a few hundred; beyond the bound the lowest-objectness candidates are
 #: dropped first, the one place where the result can differ from Darknet's.
 MAX_NMS_CANDIDATES = 4096
-
-NMS_KINDS = ("agnostic", "per_class", "diou")
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class DecodeParams:
     iou_threshold: float = 0.45
     max_detections: int = 10_000  # Darknet has no limit; the largest value a request may ask for
     class_ids: frozenset[int] | None = None  # None keeps every class
-    nms: str = "agnostic"  # one of NMS_KINDS
+    nms: str = "agnostic"  # one of NMS_KINDS (the request parameter's, yolo_contract.tensors)
     beta_nms: float = 0.6  # DIoU exponent (nms="diou" only)
 
     def __post_init__(self) -> None:

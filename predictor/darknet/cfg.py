@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yolo_contract.model_info import LINEAGES  # the lineages a ModelInfo may name
+
 # Bounds on what a cfg may ask for (a hostile or corrupt cfg must not allocate gigabytes).
 MAX_LAYERS = 1024
 MAX_FILTERS = 16384
@@ -17,8 +19,6 @@ MAX_KERNEL = 15
 MAX_CLASSES = 100_000
 MAX_INPUT_SIZE = 4096
 MAX_PARAMS = 500_000_000  # floats; full YOLOv4 has 64 M
-
-LINEAGES = ("pjreddie", "alexeyab")
 
 
 class ModelFormatError(ValueError):
@@ -90,9 +90,6 @@ class Options:
     def err(self, msg: str, key: str | None = None) -> ModelFormatError:
         line = self.section.lines.get(key, self.lineno) if key else self.lineno
         return ModelFormatError(f"{self.path}:{line}: [{self.name}] {msg}")
-
-    def has(self, key: str) -> bool:
-        return key in self.opts
 
     def int(self, key: str, default: int | None = None, lo: int = 0, hi: int = 1 << 30) -> int:
         self.read.add(key)

@@ -133,6 +133,15 @@ def logistic(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
 
 
+def square_stride(o: Options) -> int:
+    """``stride`` (1..16); AlexeyAB's ``stride_x``/``stride_y`` are accepted only equal to it."""
+    stride = o.int("stride", 1, 1, 16)
+    for key in ("stride_x", "stride_y"):
+        if o.int(key, stride, 1, 16) != stride:
+            raise o.err(f"option '{key}' different from 'stride' is not supported", key)
+    return stride
+
+
 def anchor_pairs(o: Options, num: int, extra_ok: bool = False) -> tuple[tuple[float, float], ...]:
     """The ``num`` anchors (w, h). ``extra_ok``: more numbers than ``2*num`` are AlexeyAB's reading
     of ``[yolo]`` (it keeps the first ``2*num``; pjreddie would write past its array), e.g.

@@ -13,7 +13,7 @@ import numpy as np
 
 from predictor.darknet.activations import emit_activation, parse_activation
 from predictor.darknet.cfg import MAX_FILTERS, MAX_KERNEL, Options
-from predictor.darknet.layers.base import GraphBuilder, Layer, Shape
+from predictor.darknet.layers.base import GraphBuilder, Layer, Shape, square_stride
 
 
 @dataclass
@@ -41,10 +41,7 @@ class ConvLayer(Layer):
     @classmethod
     def parse(cls, o: Options) -> ConvLayer:
         size = o.int("size", 1, 1, MAX_KERNEL)
-        stride = o.int("stride", 1, 1, 16)
-        for key in ("stride_x", "stride_y"):
-            if o.int(key, stride, 1, 16) != stride:
-                raise o.err(f"option '{key}' different from 'stride' is not supported", key)
+        stride = square_stride(o)
         if size > 1:
             o.only("dilation", "1")
         else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from predictor.darknet.cfg import MAX_KERNEL, Options
-from predictor.darknet.layers.base import GraphBuilder, Layer, Shape
+from predictor.darknet.layers.base import GraphBuilder, Layer, Shape, square_stride
 
 
 @dataclass
@@ -28,10 +28,7 @@ class MaxPoolLayer(Layer):
 
     @classmethod
     def parse(cls, o: Options) -> MaxPoolLayer:
-        stride = o.int("stride", 1, 1, 16)
-        for key in ("stride_x", "stride_y"):
-            if o.int(key, stride, 1, 16) != stride:
-                raise o.err(f"option '{key}' different from 'stride' is not supported", key)
+        stride = square_stride(o)
         size = o.int("size", min(stride, MAX_KERNEL), 1, MAX_KERNEL)
         for key in ("maxpool_depth", "antialiasing", "maxpool_zero_nonmax"):
             o.only(key, "0")
