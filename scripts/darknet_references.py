@@ -64,7 +64,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from yolo_devtools import weightgen  # noqa: E402
+from yolo_devtools import weightgen, zoo  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 IMAGES = ("bird.jpg", "dog.jpg", "eagle.jpg", "horses.jpg", "person.jpg")
@@ -283,15 +283,7 @@ class Darknet:
 
 def cfg_at_size(cfg: Path, size: int, dest: Path) -> Path:
     """A copy of ``cfg`` whose [net] width/height are ``size`` (only those two lines change)."""
-    out, in_net = [], False
-    for line in cfg.read_text().splitlines(keepends=True):
-        s = line.strip()
-        if s.startswith("["):
-            in_net = s.lower() in ("[net]", "[network]")
-        elif in_net and re.match(r"^(width|height)\s*=", s):
-            line = f"{s.split('=')[0].strip()}={size}\n"
-        out.append(line)
-    dest.write_text("".join(out))
+    dest.write_text(zoo.cfg_at_size(cfg.read_text(), size))
     return dest
 
 

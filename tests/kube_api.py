@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.fakes import LoopbackServer, send_json
 from tests.kube_schema import load_isvc_validator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,23 +217,15 @@ def reconcile_predictor(old: dict, new: dict) -> None:
             comp["previousRolledoutRevision"], comp["latestRolledoutRevision"] = rolled, latest
 
 
-class KubeApiDouble(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
+class KubeApiDouble(LoopbackServer):
     def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
         self.objects: dict[tuple[str, str], dict] = {}
         self.log: list[dict] = []
         self.controller = True      # simulate the KServe controller becoming Ready
         self.before_write = None    # hook: called before applying a write (e.g. a racing writer)
         self.validate = load_isvc_validator()
-        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     def seed(self, obj: dict) -> None:
         self.objects[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = copy.deepcopy(obj)
@@ -242,10 +235,6 @@ class KubeApiDouble(http.server.ThreadingHTTPServer):
 
     def writes(self) -> list[dict]:
         return [r for r in self.log if r["method"] in ("PATCH", "PUT", "POST", "DELETE")]
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
 
 
 def _status(code: int, reason: str, message: str, name: str | None = None) -> dict:
@@ -263,12 +252,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _reply(self, code: int, doc: dict) -> None:
-        raw = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        send_json(self, code, doc)
 
     def _handle(self, method: str) -> None:
         srv = self.server

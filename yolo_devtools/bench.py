@@ -226,22 +226,34 @@ def _letterboxed(data: bytes, width: int, height: int | None = None, mode: str =
     return np.ascontiguousarray(x[None])
 
 
+def _raw_engine(model_dir: Path, kind: str, threads: int, precision: str):
+    """The engine ``kind`` in this process on the ONNX graph the predictor builds for ``model_dir``."""
+    from predictor import darknet
+    from predictor.engine import create_engine
+    from predictor.onnx_graph import build_onnx
+
+    files = darknet.find_model_files(model_dir)
+    network = darknet.load_weights(darknet.parse_cfg(files.cfg), files.weights)
+    return create_engine(kind, build_onnx(network).SerializeToString(), threads, precision)
+
+
+def _engine_input(tensor):
+    """The float32 ``[0, 1]`` engine input for the UINT8 tensor the transformer sends (as the predictor scales it)."""
+    import numpy as np
+
+    return np.ascontiguousarray(tensor.astype(np.float32) / np.float32(255.0))
+
+
 def _run_engine(args, model_dir: Path, tensor, log) -> dict[str, Any]:
     import numpy as np
 
-    from predictor import darknet
-    from predictor.engine import available_cpus, create_engine
-    from predictor.onnx_graph import build_onnx
+    from predictor.engine import available_cpus
 
     from .benchmark import engine_batch_summary, time_runs
 
-    files = darknet.find_model_files(model_dir)
-    network = darknet.parse_cfg(files.cfg)
-    darknet.load_weights(network, files.weights)
-    blob = build_onnx(network).SerializeToString()
     threads = args.threads or available_cpus()
-    engine = create_engine(args.engine, blob, threads, args.precision)
-    x1 = np.ascontiguousarray(tensor.astype(np.float32) / np.float32(255.0))
+    engine = _raw_engine(model_dir, args.engine, threads, args.precision)
+    x1 = _engine_input(tensor)
     x8 = np.ascontiguousarray(np.repeat(x1, 8, axis=0))
     log(f"engine: {args.engine} {args.precision}, {threads} threads, batch 1 for {args.engine_seconds:g} s")
     t1 = time_runs(lambda: engine.run(x1), seconds=args.engine_seconds, min_runs=10, warmup=3)

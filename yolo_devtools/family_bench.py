@@ -55,18 +55,13 @@ def build_models(root: Path, tiny_dir: Path, models: Sequence[str], log) -> None
 
 def engine_p50(model_dir: Path, tensor, seconds: float) -> tuple[float, int]:
     """p50 ms of the raw engine (batch 1) on the predictor's graph, and the number of runs."""
-    import numpy as np
+    from predictor.engine import available_cpus
 
-    from predictor import darknet
-    from predictor.engine import available_cpus, create_engine
-    from predictor.onnx_graph import build_onnx
-
+    from .bench import _engine_input, _raw_engine
     from .benchmark import percentile, time_runs
 
-    files = darknet.find_model_files(model_dir)
-    network = darknet.load_weights(darknet.parse_cfg(files.cfg), files.weights)
-    engine = create_engine("onnxruntime", build_onnx(network).SerializeToString(), available_cpus(), "fp32")
-    x = np.ascontiguousarray(tensor.astype(np.float32) / np.float32(255.0))
+    engine = _raw_engine(model_dir, "onnxruntime", available_cpus(), "fp32")
+    x = _engine_input(tensor)
     times = time_runs(lambda: engine.run(x), seconds=seconds, min_runs=5, warmup=2)
     return percentile(times, 50) * 1000.0, len(times)
 

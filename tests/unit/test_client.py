@@ -35,6 +35,7 @@ from sdk_client import (
 )
 from sdk_client.cli import main
 from sdk_client.errors import error_from_response, parse_retry_after
+from tests.fakes import LoopbackServer, send_json
 
 pytestmark = pytest.mark.unit
 
@@ -778,22 +779,10 @@ def test_grpc_sync_client_and_connection_failure():
 # `yolo-kserve detect` against a fake transformer on loopback
 
 
-class _FakeTransformer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
+class _FakeTransformer(LoopbackServer):
     def __init__(self):
         self.requests: list[dict] = []
-        super().__init__(("127.0.0.1", 0), _FakeHandler)
-        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
+        super().__init__(_FakeHandler)
 
 
 class _FakeHandler(http.server.BaseHTTPRequestHandler):
@@ -821,12 +810,7 @@ class _FakeHandler(http.server.BaseHTTPRequestHandler):
         self._send(200, {"predictions": [pred]})
 
     def _send(self, status, doc):
-        raw = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        send_json(self, status, doc)
 
 
 @pytest.fixture
