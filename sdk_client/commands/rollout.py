@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import logging
 import os
@@ -362,16 +361,6 @@ def format_status(s: dict) -> str:
 # CLI
 
 
-def _seconds(text: str, zero: bool = False) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (val >= 0 if zero else val > 0) or val == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
-    return val
-
-
 def register(subparsers: Any) -> argparse.ArgumentParser:
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("-n", "--namespace",
@@ -379,7 +368,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     cluster.add_argument("--kubeconfig", metavar="PATH",
                          help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     cluster.add_argument("--context", metavar="CTX", help="kubeconfig context")
-    cluster.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="S",
+    cluster.add_argument("--request-timeout", type=argtypes.positive_float, default=30.0, metavar="S",
                          help="timeout of each API request (default: %(default)s)")
 
     common = argparse.ArgumentParser(add_help=False, parents=[cluster])
@@ -392,10 +381,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "of the cluster's object (e.g. manifests/inferenceservice.yaml)")
     common.add_argument("--wait", action="store_true",
                         help="wait until the InferenceService is Ready again")
-    common.add_argument("--timeout", type=_seconds, default=300.0, metavar="S",
+    common.add_argument("--timeout", type=argtypes.positive_float, default=300.0, metavar="S",
                         help="seconds to wait for readiness (--wait, each --steps step; "
                         "default: %(default)s)")
-    common.add_argument("--poll-interval", type=_seconds, default=2.0, metavar="S",
+    common.add_argument("--poll-interval", type=argtypes.positive_float, default=2.0, metavar="S",
                         help="--wait polling interval (default: %(default)s)")
 
     p = subparsers.add_parser(
@@ -432,7 +421,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--analyze", nargs="+", metavar="IMAGES",
                    help="images compared on the prev and latest revisions at each step (files, "
                    "folders, globs); required with --steps")
-    g.add_argument("--pause", type=functools.partial(_seconds, zero=True), default=0.0, metavar="S",
+    g.add_argument("--pause", type=argtypes.non_negative_float, default=0.0, metavar="S",
                    help="seconds each step serves real traffic before its analysis (default: 0)")
     g.add_argument("--report-dir", metavar="DIR",
                    help="write each step's compare report to DIR/step-<P>.json")
