@@ -104,9 +104,8 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def _file_source(path: str, rel_dir: str = "", kind: str | None = None) -> Source:
-    return Source(kind or _kind(path) or "image", os.path.normpath(path), os.path.realpath(path),
-                  rel_dir)
+def _file_source(path: str, rel_dir: str = "") -> Source:
+    return Source(_kind(path) or "image", os.path.normpath(path), os.path.realpath(path), rel_dir)
 
 
 def collect(args: Sequence[str]) -> tuple[list[Source], list[str]]:
