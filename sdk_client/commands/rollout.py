@@ -518,6 +518,18 @@ def _patch_for(args: argparse.Namespace, before: dict | None) -> dict:
     return promote_patch() if args.action == "promote" else rollback_patch()
 
 
+def _isvc_path(ns: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}"
+
+
+def _print_dry_run(why: str, ns: str, name: str, plan: str, body: dict) -> int:
+    """A dry run's one-patch plan on stderr and its body (JSON) on stdout."""
+    print(f"{why}: would PATCH {_isvc_path(ns, name)} (application/merge-patch+json): {plan}; "
+          "nothing sent", file=sys.stderr)
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
     before = _load_manifest(args.manifest, args.name) if args.manifest else None
     ns = args.namespace or ((before or {}).get("metadata") or {}).get("namespace") or "default"
@@ -525,10 +537,7 @@ def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
         return _print_step_plan(args, before, ns, f"dry run ({why})")
     body = _patch_for(args, before)
     plan = _describe(args.action, args, before or {"spec": {"predictor": {}}})
-    print(f"dry run ({why}): would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/"
-          f"{args.name} (application/merge-patch+json): {plan}; nothing sent", file=sys.stderr)
-    print(json.dumps(body, indent=2))
-    return 0
+    return _print_dry_run(f"dry run ({why})", ns, args.name, plan, body)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -572,11 +581,7 @@ def _run(args: argparse.Namespace) -> int:
     body = _patch_for(args, before)
 
     if args.dry_run:
-        print(f"dry run: would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name} "
-              f"(application/merge-patch+json): {_describe(args.action, args, before)}; "
-              "nothing sent", file=sys.stderr)
-        print(json.dumps(body, indent=2))
-        return 0
+        return _print_dry_run("dry run", ns, name, _describe(args.action, args, before), body)
 
     after = api.patch(name, ns, body)
     gen = (after.get("metadata") or {}).get("generation")
@@ -778,8 +783,7 @@ def _print_step_plan(args: argparse.Namespace, before: dict | None, ns: str, why
                       "then": "promote" if pct == 100 else f"wait until ready, then compare prev and "
                       f"latest on {n} images (gate: {_gate_text(args)})"} for pct, body in steps],
            "on_failure": rollback_patch()}
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{args.name}"
-    print(f"{why}: would PATCH {path} (application/merge-patch+json) step by step: "
+    print(f"{why}: would PATCH {_isvc_path(ns, args.name)} (application/merge-patch+json) step by step: "
           + " -> ".join("promote" if pct == 100 else f"{pct}%" for pct, _ in steps)
           + "; rollback on a failed gate; nothing sent", file=sys.stderr)
     print(json.dumps(doc, indent=2))
