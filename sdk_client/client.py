@@ -143,8 +143,7 @@ class _Common:
         if resp.status_code >= 300:
             raise error_from_response(resp.status_code, resp.content, resp.headers,
                                       reason=resp.reason_phrase, request_id=req.rid)
-        return self._codec.parse(resp.status_code, resp.content, resp.headers, req.image.name,
-                                 req.rid)
+        return self._codec.parse(resp.content, resp.headers, req.image.name, req.rid)
 
     def _transport_error(self, e: httpx.HTTPError, rid: str | None) -> DetectionError:
         if isinstance(e, httpx.UnsupportedProtocol):
