@@ -296,9 +296,9 @@ class RestCodec:
         headers["inference-header-content-length"] = str(len(header))
         return {"content": header + raw, "headers": headers}
 
-    def parse(self, status: int, content: bytes, headers: Mapping[str, str], name: str | None,
+    def parse(self, content: bytes, headers: Mapping[str, str], name: str | None,
               rid: str) -> DetectionResult:
-        del status
+        """The result of a successful (2xx) response."""
         rid = headers.get(REQUEST_ID_HEADER) or rid
         version = headers.get(MODEL_VERSION_HEADER) or None
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping
 
-__all__ = ["messages", "SERVICE", "METHODS", "set_parameters", "parameter_values"]
+__all__ = ["messages", "SERVICE", "METHODS", "set_parameters"]
 
 SERVICE = "inference.GRPCInferenceService"
 #: RPC name -> (request message, response message).
@@ -156,15 +156,6 @@ def set_parameters(target: Any, params: Mapping[str, Any]) -> None:
             slot.string_param = ",".join(str(v) for v in val)
         else:
             slot.string_param = str(val)
-
-
-def parameter_values(params: Any) -> dict[str, Any]:
-    """``map<string, InferParameter>`` -> plain Python values."""
-    out = {}
-    for key, val in params.items():
-        which = val.WhichOneof("parameter_choice")
-        out[key] = getattr(val, which) if which else None
-    return out
 
 
 def stub(channel: Any, method: str) -> Any:

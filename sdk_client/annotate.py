@@ -124,24 +124,33 @@ def _drawable(detections, w: int, h: int) -> list:
     return out
 
 
-def label_boxes(result: DetectionResult, size: tuple[int, int], *, line_width: int | None = None,
-                font_size: int | None = None, show_confidence: bool = True) -> list[tuple]:
-    """``(detection, label text, tag rectangle)`` for every drawn detection, as :func:`annotate`
-    lays them out for an image of ``size`` (width, height)."""
+def _laid_out(result: DetectionResult, size: tuple[int, int], font: Any, pad: int,
+              show_confidence: bool) -> list[tuple]:
+    """``(detection, clipped box, label text, tag rectangle, text bbox origin)`` of every drawn
+    detection of an image of ``size``."""
     from PIL import Image, ImageDraw
 
     w, h = size
-    _, font, pad = _style(size, line_width, font_size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     items = _drawable(result.detections, w, h)
-    texts, sizes = [], []
+    texts, sizes, origins = [], [], []
     for det, _ in items:
         label = f"{det.class_name} {det.confidence:.2f}" if show_confidence else det.class_name
         tx0, ty0, tx1, ty1 = measure.textbbox((0, 0), label, font=font)
         texts.append(label)
+        origins.append((tx0, ty0))
         sizes.append((tx1 - tx0 + 2 * pad, ty1 - ty0 + 2 * pad))
     rects = layout_labels([b for _, b in items], sizes, w, h)
-    return [(det, text, rect) for (det, _), text, rect in zip(items, texts, rects)]
+    return [(det, box, text, rect, origin)
+            for (det, box), text, rect, origin in zip(items, texts, rects, origins)]
+
+
+def label_boxes(result: DetectionResult, size: tuple[int, int], *, line_width: int | None = None,
+                font_size: int | None = None, show_confidence: bool = True) -> list[tuple]:
+    """``(detection, label text, tag rectangle)`` for every drawn detection, as :func:`annotate`
+    lays them out for an image of ``size`` (width, height)."""
+    _, font, pad = _style(size, line_width, font_size)
+    return [(det, text, rect) for det, _, text, rect, _ in _laid_out(result, size, font, pad, show_confidence)]
 
 
 def annotate(
@@ -169,14 +178,12 @@ def annotate(
     img = _load(image).convert("RGB")
     lw, font, pad = _style(img.size, line_width, font_size)
     draw = ImageDraw.Draw(img)
-    labels = label_boxes(result, img.size, line_width=line_width, font_size=font_size,
-                         show_confidence=show_confidence)
-    for det, box in _drawable(result.detections, *img.size):
+    labels = _laid_out(result, img.size, font, pad, show_confidence)
+    for det, box, _, _, _ in labels:
         draw.rectangle(box, outline=class_color(det.class_id, det.class_name), width=lw)
-    for det, text, (x0, y0, x1, y1) in labels:
+    for det, _, text, (x0, y0, x1, y1), (tx0, ty0) in labels:
         color = class_color(det.class_id, det.class_name)
         draw.rectangle((x0, y0, x1, y1), fill=color)
-        tx0, ty0, _, _ = draw.textbbox((0, 0), text, font=font)
         text_color = (0, 0, 0) if sum(color) > 450 else (255, 255, 255)
         draw.text((x0 + pad - tx0, y0 + pad - ty0), text, fill=text_color, font=font)
     return img

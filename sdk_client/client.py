@@ -143,8 +143,7 @@ class _Common:
         if resp.status_code >= 300:
             raise error_from_response(resp.status_code, resp.content, resp.headers,
                                       reason=resp.reason_phrase, request_id=req.rid)
-        return self._codec.parse(resp.status_code, resp.content, resp.headers, req.image.name,
-                                 req.rid)
+        return self._codec.parse(resp.content, resp.headers, req.image.name, req.rid)
 
     def _transport_error(self, e: httpx.HTTPError, rid: str | None) -> DetectionError:
         if isinstance(e, httpx.UnsupportedProtocol):
@@ -209,6 +208,10 @@ class _Common:
     def _not_found(self, available: list[str]) -> ModelNotFoundError:
         return ModelNotFoundError(self._model, self._base_url, available)
 
+    def _not_ready(self, **kwargs: Any) -> ServiceUnavailableError:
+        return ServiceUnavailableError(f"model {self._model!r} at {self._base_url} is not ready yet",
+                                       **kwargs)
+
     def _ready_outcome(self, status: int, content: bytes, headers: Mapping[str, str],
                        available: list[str] | None) -> None:
         if status == 200:
@@ -216,12 +219,14 @@ class _Common:
         if status == 404:
             raise self._not_found(available or [])
         if status == 503:
-            raise ServiceUnavailableError(
-                f"model {self._model!r} at {self._base_url} is not ready yet",
-                status_code=503, retry_after=error_from_response(503, b"", headers).retry_after)
+            raise self._not_ready(status_code=503,
+                                  retry_after=error_from_response(503, b"", headers).retry_after)
         raise error_from_response(status, content, headers)
 
     def _models_path(self) -> str:
+        if self._protocol == "grpc":
+            raise DetectionError("listing models needs the REST endpoint (the gRPC protocol has "
+                                 "no list call); use a client with protocol 'v1' or 'v2'")
         return "/v2/models" if self._protocol == "v2" else "/v1/models"
 
     @staticmethod
@@ -406,11 +411,9 @@ class DetectionClient(_Common):
 
     def models(self) -> list[str]:
         """Names of the models the server serves (REST: ``GET /v1/models`` or ``/v2/models``)."""
-        if self._protocol == "grpc":
-            raise DetectionError("listing models needs the REST endpoint (the gRPC protocol has "
-                                 "no list call); use a client with protocol 'v1' or 'v2'")
+        path = self._models_path()
         try:
-            return self._parse_models(self._http.get(self._models_path()))
+            return self._parse_models(self._http.get(path))
         except httpx.HTTPError as e:
             raise self._transport_error(e, None) from e
 
@@ -457,8 +460,7 @@ class DetectionClient(_Common):
 
             msg = messages()["ModelReadyRequest"](name=self._model)
             if not self._grpc_call("ModelReady", msg, "ready", self._model).ready:
-                raise ServiceUnavailableError(
-                    f"model {self._model!r} at {self._base_url} is not ready yet")
+                raise self._not_ready()
             return
         try:
             resp = self._http.get(self._codec.ready_path())
@@ -570,11 +572,9 @@ class AsyncDetectionClient(_Common):
 
     async def models(self) -> list[str]:
         """See :meth:`DetectionClient.models`."""
-        if self._protocol == "grpc":
-            raise DetectionError("listing models needs the REST endpoint (the gRPC protocol has "
-                                 "no list call); use a client with protocol 'v1' or 'v2'")
+        path = self._models_path()
         try:
-            return self._parse_models(await self._http.get(self._models_path()))
+            return self._parse_models(await self._http.get(path))
         except httpx.HTTPError as e:
             raise self._transport_error(e, None) from e
 
@@ -621,8 +621,7 @@ class AsyncDetectionClient(_Common):
 
             msg = messages()["ModelReadyRequest"](name=self._model)
             if not (await self._grpc_call("ModelReady", msg, "ready", self._model)).ready:
-                raise ServiceUnavailableError(
-                    f"model {self._model!r} at {self._base_url} is not ready yet")
+                raise self._not_ready()
             return
         try:
             resp = await self._http.get(self._codec.ready_path())

@@ -104,9 +104,8 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def _file_source(path: str, rel_dir: str = "", kind: str | None = None) -> Source:
-    return Source(kind or _kind(path) or "image", os.path.normpath(path), os.path.realpath(path),
-                  rel_dir)
+def _file_source(path: str, rel_dir: str = "") -> Source:
+    return Source(_kind(path) or "image", os.path.normpath(path), os.path.realpath(path), rel_dir)
 
 
 def collect(args: Sequence[str]) -> tuple[list[Source], list[str]]:
@@ -152,19 +151,12 @@ def collect(args: Sequence[str]) -> tuple[list[Source], list[str]]:
     return list(found.values()), problems
 
 
-def items(sources: Sequence[Source], fps: float | None = None,
-          skip: Any = None) -> Iterator[Item]:
-    """One :class:`Item` per image and per sampled video frame, lazily, in order.
-
-    ``skip(key) -> bool`` leaves out items already done (``--resume``); whole files are still
-    opened only when needed.
-    """
+def items(sources: Sequence[Source], fps: float | None = None) -> Iterator[Item]:
+    """One :class:`Item` per image and per sampled video frame, lazily, in order."""
     for src in sources:
         if src.kind == "video":
-            for item in video_frames(src, fps):
-                if skip is None or not skip(item.key):
-                    yield item
-        elif skip is None or not skip((src.key, None)):
+            yield from video_frames(src, fps)
+        else:
             yield Item(src)
 
 

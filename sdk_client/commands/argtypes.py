@@ -31,6 +31,7 @@ def _ranged(cast, lo=None, hi=None, *, lo_open: bool = False, what: str):
 positive_int = _ranged(int, 1, what=">= 1")
 non_negative_int = _ranged(int, 0, what=">= 0")
 positive_float = _ranged(float, 0.0, lo_open=True, what="> 0")
+non_negative_float = _ranged(float, 0.0, what=">= 0")
 fraction = _ranged(float, 0.0, 1.0, what="between 0 and 1")
 percent = _ranged(int, 0, 100, what="between 0 and 100")
 port = _ranged(int, 1, 65535, what="a port between 1 and 65535")

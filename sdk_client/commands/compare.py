@@ -350,13 +350,13 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(values, q, method="inverted_cdf")) if len(values) else None
 
 
-def _endpoint_summary(endpoint: Endpoint, outcomes: Sequence[Outcome], compared: Sequence[Any],
-                      confidence: float) -> dict[str, Any]:
+def _endpoint_summary(endpoint: Endpoint, outcomes: Sequence[Outcome], served: Sequence[Any]) -> dict[str, Any]:
+    """One endpoint's part of the report; ``served``: its boxes above ``--conf`` per compared image."""
     sent = [o for o in outcomes if o.seconds is not None]
     ok = [o.seconds for o in sent if o.error is None]
     errors = [o.error for o in sent if o.error is not None]
-    counts = [len(b.above(confidence)) for b in compared]
-    confs = [s for b in compared for s in b.above(confidence).scores]
+    counts = [len(b) for b in served]
+    confs = [s for b in served for s in b.scores]
     versions: dict[str, int] = {}
     for o in sent:
         if o.result is not None:
@@ -419,19 +419,20 @@ def analyze(
     stable, canary = (outcomes[e.name] for e in endpoints)
     both = [i for i in range(len(paths)) if stable[i].result is not None and canary[i].result is not None]
     boxes = {e.name: [to_boxes(outcomes[e.name][i].result) for i in both] for e in endpoints}
+    served = {name: [b.above(confidence) for b in bs] for name, bs in boxes.items()}
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "settings": dict(settings or {}),
         "images": {"total": len(paths), "compared": len(both), "unreadable": [list(u) for u in unreadable]},
     }
     for e in endpoints:
-        report[e.name] = _endpoint_summary(e, outcomes[e.name], boxes[e.name], confidence)
+        report[e.name] = _endpoint_summary(e, outcomes[e.name], served[e.name])
     agree = analysis.agreement(boxes[endpoints[0].name], boxes[endpoints[1].name], confidence=confidence,
                                iou_threshold=iou_threshold)
     worst = []
     for j, i in enumerate(both):
-        one = analysis.match_counts([boxes[endpoints[0].name][j].above(confidence)],
-                                    [boxes[endpoints[1].name][j].above(confidence)], iou_threshold)
+        one = analysis.match_counts([served[endpoints[0].name][j]], [served[endpoints[1].name][j]],
+                                    iou_threshold)
         if one["f1"] < 1.0:
             worst.append({"image": paths[i], "f1": one["f1"], "stable": one["tp"] + one["fn"],
                           "canary": one["tp"] + one["fp"], "matched": one["tp"]})

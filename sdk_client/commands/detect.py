@@ -313,12 +313,9 @@ class _Output:
 
 
 def _refuse_existing(args: argparse.Namespace) -> str | None:
-    if args.overwrite:
+    if args.overwrite or args.resume:
         return None
-    candidates = [] if args.resume else [("--output", args.output)]
-    if not args.resume:
-        candidates += [("--csv", args.csv), ("--coco", args.coco)]
-    for flag, path in candidates:
+    for flag, path in (("--output", args.output), ("--csv", args.csv), ("--coco", args.coco)):
         if path and os.path.exists(path) and os.path.getsize(path) > 0:
             hint = "--resume to continue it or " if flag == "--output" else ""
             return f"{flag} {path} already exists: use {hint}--overwrite to replace it"

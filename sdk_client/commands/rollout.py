@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import logging
 import os
@@ -362,16 +361,6 @@ def format_status(s: dict) -> str:
 # CLI
 
 
-def _seconds(text: str, zero: bool = False) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (val >= 0 if zero else val > 0) or val == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
-    return val
-
-
 def register(subparsers: Any) -> argparse.ArgumentParser:
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("-n", "--namespace",
@@ -379,7 +368,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     cluster.add_argument("--kubeconfig", metavar="PATH",
                          help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     cluster.add_argument("--context", metavar="CTX", help="kubeconfig context")
-    cluster.add_argument("--request-timeout", type=_seconds, default=30.0, metavar="S",
+    cluster.add_argument("--request-timeout", type=argtypes.positive_float, default=30.0, metavar="S",
                          help="timeout of each API request (default: %(default)s)")
 
     common = argparse.ArgumentParser(add_help=False, parents=[cluster])
@@ -392,10 +381,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "of the cluster's object (e.g. manifests/inferenceservice.yaml)")
     common.add_argument("--wait", action="store_true",
                         help="wait until the InferenceService is Ready again")
-    common.add_argument("--timeout", type=_seconds, default=300.0, metavar="S",
+    common.add_argument("--timeout", type=argtypes.positive_float, default=300.0, metavar="S",
                         help="seconds to wait for readiness (--wait, each --steps step; "
                         "default: %(default)s)")
-    common.add_argument("--poll-interval", type=_seconds, default=2.0, metavar="S",
+    common.add_argument("--poll-interval", type=argtypes.positive_float, default=2.0, metavar="S",
                         help="--wait polling interval (default: %(default)s)")
 
     p = subparsers.add_parser(
@@ -432,7 +421,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--analyze", nargs="+", metavar="IMAGES",
                    help="images compared on the prev and latest revisions at each step (files, "
                    "folders, globs); required with --steps")
-    g.add_argument("--pause", type=functools.partial(_seconds, zero=True), default=0.0, metavar="S",
+    g.add_argument("--pause", type=argtypes.non_negative_float, default=0.0, metavar="S",
                    help="seconds each step serves real traffic before its analysis (default: 0)")
     g.add_argument("--report-dir", metavar="DIR",
                    help="write each step's compare report to DIR/step-<P>.json")
@@ -529,6 +518,18 @@ def _patch_for(args: argparse.Namespace, before: dict | None) -> dict:
     return promote_patch() if args.action == "promote" else rollback_patch()
 
 
+def _isvc_path(ns: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}"
+
+
+def _print_dry_run(why: str, ns: str, name: str, plan: str, body: dict) -> int:
+    """A dry run's one-patch plan on stderr and its body (JSON) on stdout."""
+    print(f"{why}: would PATCH {_isvc_path(ns, name)} (application/merge-patch+json): {plan}; "
+          "nothing sent", file=sys.stderr)
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
     before = _load_manifest(args.manifest, args.name) if args.manifest else None
     ns = args.namespace or ((before or {}).get("metadata") or {}).get("namespace") or "default"
@@ -536,10 +537,7 @@ def _dry_run_offline(args: argparse.Namespace, why: str) -> int:
         return _print_step_plan(args, before, ns, f"dry run ({why})")
     body = _patch_for(args, before)
     plan = _describe(args.action, args, before or {"spec": {"predictor": {}}})
-    print(f"dry run ({why}): would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/"
-          f"{args.name} (application/merge-patch+json): {plan}; nothing sent", file=sys.stderr)
-    print(json.dumps(body, indent=2))
-    return 0
+    return _print_dry_run(f"dry run ({why})", ns, args.name, plan, body)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -583,11 +581,7 @@ def _run(args: argparse.Namespace) -> int:
     body = _patch_for(args, before)
 
     if args.dry_run:
-        print(f"dry run: would PATCH /apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name} "
-              f"(application/merge-patch+json): {_describe(args.action, args, before)}; "
-              "nothing sent", file=sys.stderr)
-        print(json.dumps(body, indent=2))
-        return 0
+        return _print_dry_run("dry run", ns, name, _describe(args.action, args, before), body)
 
     after = api.patch(name, ns, body)
     gen = (after.get("metadata") or {}).get("generation")
@@ -789,8 +783,7 @@ def _print_step_plan(args: argparse.Namespace, before: dict | None, ns: str, why
                       "then": "promote" if pct == 100 else f"wait until ready, then compare prev and "
                       f"latest on {n} images (gate: {_gate_text(args)})"} for pct, body in steps],
            "on_failure": rollback_patch()}
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{args.name}"
-    print(f"{why}: would PATCH {path} (application/merge-patch+json) step by step: "
+    print(f"{why}: would PATCH {_isvc_path(ns, args.name)} (application/merge-patch+json) step by step: "
           + " -> ".join("promote" if pct == 100 else f"{pct}%" for pct, _ in steps)
           + "; rollback on a failed gate; nothing sent", file=sys.stderr)
     print(json.dumps(doc, indent=2))

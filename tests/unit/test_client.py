@@ -311,6 +311,38 @@ def test_async_504_exhausts_retries():
     assert asyncio.run(go()).calls == 3
 
 
+
+def test_check_ready_on_503_is_one_not_ready_error_after_retries():
+    rec = Recorder(httpx.Response(503, headers={"Retry-After": "2"}))
+    with sync_client(rec, retries=1) as client, pytest.raises(ServiceUnavailableError) as sync_err:
+        client.check_ready()
+    assert rec.calls == 2 and client.sleeps[0] >= 2
+    assert rec.requests[0].url.path == "/v1/models/yolov3"
+
+    async def go():
+        async with async_client(Recorder(httpx.Response(503)), retries=0, protocol="v2") as client:
+            with pytest.raises(ServiceUnavailableError) as e:
+                await client.check_ready()
+            return e.value
+
+    for err in (sync_err.value, asyncio.run(go())):
+        assert f"model 'yolov3' at {URL} is not ready yet" in str(err)
+        assert err.status_code == 503
+    assert sync_err.value.retry_after == 2
+
+
+def test_listing_models_over_grpc_says_to_use_rest():
+    with DetectionClient("127.0.0.1:1", protocol="grpc") as client, \
+            pytest.raises(DetectionError, match="listing models needs the REST endpoint"):
+        client.models()
+
+    async def go():
+        async with AsyncDetectionClient("127.0.0.1:1", protocol="grpc") as client:
+            with pytest.raises(DetectionError, match="listing models needs the REST endpoint"):
+                await client.models()
+
+    asyncio.run(go())
+
 def test_backoff_grows_exponentially_with_jitter():
     rec = Recorder(httpx.Response(503))
     with sync_client(rec, retries=4, backoff_base=1.0, backoff_max=5.0) as client:

@@ -312,6 +312,27 @@ def test_unreachable_api_is_one_clear_line(tmp_path, capsys, monkeypatch):
     assert_one_line_error(rc, err, "cannot reach the Kubernetes API", f"127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--timeout", "0", "must be > 0, got 0"),
+    ("--poll-interval", "-1", "must be > 0, got -1"),
+    ("--request-timeout", "x", "not a number: 'x'"),
+    ("--timeout", "inf", "must be a finite number, got inf"),
+    ("--pause", "-0.5", "must be >= 0, got -0.5"),
+])
+def test_second_options_refuse_what_is_not_a_duration(capsys, flag, value, message):
+    rc, _, err = run_cli(capsys, "canary", NAME, "--steps", "10", "--analyze", "x.jpg", flag, value)
+    assert rc == 2
+    assert f"argument {flag}: {message}" in err.splitlines()[-1]
+
+
+def test_pause_may_be_zero_and_timeouts_are_floats():
+    from sdk_client.cli import build_parser
+
+    args = build_parser().parse_args(["rollout", "canary", NAME, "--steps", "10", "--analyze", "x.jpg",
+                                      "--pause", "0", "--timeout", "0.5", "--poll-interval", "1e-3"])
+    assert (args.pause, args.timeout, args.poll_interval) == (0.0, 0.5, 0.001)
+
+
 def test_missing_or_broken_kubeconfig_is_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("KUBECONFIG", raising=False)
