@@ -261,7 +261,7 @@ class DarknetPredictor(Model):
         }
         if self.settings.revision:
             response.parameters[T.REVISION_PARAMETER] = self.settings.revision
-        METRICS.observe_predictor(self.name, timing, images.shape, rows, self.names, version=self.info.version,
+        METRICS.observe_predictor(self.name, timing, rows, self.names, version=self.info.version,
                                   revision=self.settings.revision)
         return response
 

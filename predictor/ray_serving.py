@@ -133,12 +133,10 @@ class _ReplicaMetrics:
         self._real = real
         self.batch_size = _BatchSizes()
 
-    def observe_predictor(self, model: str, timings, shape, rows, names, version: str = "", revision: str = "") -> None:
+    def observe_predictor(self, model: str, timings, rows, names, version: str = "", revision: str = "") -> None:
         box = _CAPTURE.get()
         if box is not None:
-            box["observation"] = Observation(
-                dict(timings), tuple(int(d) for d in shape), tuple(np.asarray(r) for r in rows), version, revision
-            )
+            box["observation"] = Observation(dict(timings), tuple(np.asarray(r) for r in rows), version, revision)
 
     def __getattr__(self, name: str) -> Any:
         # ``inflight``: the replica's own gauge (unscraped); the ingress tracks requests in flight
@@ -521,7 +519,7 @@ class RayPredictor(Model):
         timings = {k: v for k, v in obs.timings.items() if k != "total"}
         timings["ray"] = max(0.0, total - reply.seconds)
         timings["total"] = total
-        METRICS.observe_predictor(self.name, timings, obs.shape, obs.rows, self.replica.names, version=obs.version,
+        METRICS.observe_predictor(self.name, timings, obs.rows, self.replica.names, version=obs.version,
                                   revision=obs.revision)
         return timings
 

@@ -177,7 +177,6 @@ class Observation:
     arguments); the ingress records it, so ``/metrics`` of the ModelServer shows it."""
 
     timings: dict[str, Any]
-    shape: tuple[int, ...]
     rows: tuple[np.ndarray, ...]
     #: the model version and Knative revision the output is labelled with
     version: str = ""

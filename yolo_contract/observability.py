@@ -164,11 +164,11 @@ class Metrics:
             pixel_hist.observe(n)
 
     def observe_predictor(
-        self, model: str, timings: Mapping[str, object], shape, rows: Iterable, names, version: str = "",
+        self, model: str, timings: Mapping[str, object], rows: Iterable, names, version: str = "",
         revision: str = "",
     ) -> None:
         """Stages and outputs of one predictor batch: ``rows`` holds one ``[K, 6]`` detection array
-        per image (``shape``, the input tensor's, is unused: kept for existing callers)."""
+        per image."""
         self.observe_stages("predictor", model, timings)  # type: ignore[arg-type]
         self.observe_output("predictor", model, version,
                             (list(zip([names[c] for c in img[:, 5].astype(int)], img[:, 4].tolist())) for img in rows),

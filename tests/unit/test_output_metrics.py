@@ -56,8 +56,8 @@ def test_the_knative_revision_is_a_label_too():
     reg = CollectorRegistry()
     m = Metrics(registry=reg)
     rows = [np.array([[10, 10, 5, 5, 0.8, 1]], np.float32)]
-    m.observe_predictor("yolov3", {}, None, rows, ["person", "bicycle"], version="v1", revision="yolov3-predictor-00001")
-    m.observe_predictor("yolov3", {}, None, rows * 2, ["person", "bicycle"], version="v1", revision="yolov3-predictor-00002")
+    m.observe_predictor("yolov3", {}, rows, ["person", "bicycle"], version="v1", revision="yolov3-predictor-00001")
+    m.observe_predictor("yolov3", {}, rows * 2, ["person", "bicycle"], version="v1", revision="yolov3-predictor-00002")
     m.observe_output("transformer", "yolov3", "v1", [[("bicycle", 0.8)]], pixels=[100], revision="yolov3-predictor-00002")
     s = _samples(reg)
     p = {"component": "predictor", "model_name": "yolov3", "model_version": "v1"}
@@ -80,7 +80,7 @@ def test_callers_without_a_version_keep_working():
     m.image_pixels.labels("yolov3").observe(1000)
     m.detections.labels(component="transformer", model_name="yolov3", class_name="cat").inc()
     rows = [np.array([[10, 10, 5, 5, 0.8, 1], [20, 20, 5, 5, 0.7, 0]], np.float32), np.zeros((0, 6), np.float32)]
-    m.observe_predictor("yolov3", {"inference": 0.01}, (2, 3, 416, 416), rows, ["person", "bicycle"])
+    m.observe_predictor("yolov3", {"inference": 0.01}, rows, ["person", "bicycle"])
     s = _samples(reg)
     t = {"component": "transformer", "model_name": "yolov3", "model_version": "", "revision": ""}
     p = {"component": "predictor", "model_name": "yolov3", "model_version": "", "revision": ""}
@@ -94,7 +94,7 @@ def test_callers_without_a_version_keep_working():
     assert _get(s, "yolo_detections_per_image_bucket", **p, le="0.0") == 1
     assert _get(s, "yolo_stage_seconds_count", component="predictor", model_name="yolov3", stage="inference") == 1
     # ... and with a version
-    m.observe_predictor("yolov3", {}, (1, 3, 416, 416), rows[:1], ["person", "bicycle"], version="v2")
+    m.observe_predictor("yolov3", {}, rows[:1], ["person", "bicycle"], version="v2")
     assert _get(_samples(reg), "yolo_images_total", **{**p, "model_version": "v2"}) == 1
     # a wrong number of labels is still an error
     with pytest.raises(ValueError):
