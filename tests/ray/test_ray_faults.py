@@ -16,6 +16,7 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
+from tests.observe import wait_until
 from tests.ray.conftest import READY, descendants, replica_processes, start_ray_predictor
 from tests.servers import DATA, ServerProcess
 from yolo_contract import tensors as T
@@ -52,16 +53,6 @@ def _grpc_request(x: np.ndarray) -> InferRequest:
     inp = InferInput(T.INPUT_IMAGES, list(x.shape), "UINT8")
     inp.set_data_from_numpy(x, binary_data=True)
     return InferRequest(model_name="yolov3", infer_inputs=[inp])
-
-
-def _wait(predicate, what: str, timeout: float = SAFETY, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"safety timeout: {what}"
-        time.sleep(every)
 
 
 def _ready(server: ServerProcess) -> bool:
@@ -138,7 +129,7 @@ def test_one_replica_killed_under_load_only_200_or_503_then_replaced(server):
         victim = sorted(old)[0]
         psutil.Process(victim).kill()
         marks["killed"] = time.monotonic()
-        new = await asyncio.to_thread(_wait, lambda: {p.pid for p in replica_processes(server)} - old, "a new replica process")
+        new = await asyncio.to_thread(wait_until, lambda: {p.pid for p in replica_processes(server)} - old, "a new replica process")
         await _until(lambda: len(replica_processes(server)) == 2 and _ready(server), "two replicas again")
         marks["replaced"] = time.monotonic()
         marks["new"] = new
@@ -161,7 +152,7 @@ async def _run(server, scenario, marks):
 
 
 def test_all_replicas_killed_readiness_false_until_one_is_back(server):
-    _wait(lambda: len(replica_processes(server)) == 2 and _ready(server), "two ready replicas")
+    wait_until(lambda: len(replica_processes(server)) == 2 and _ready(server), "two ready replicas")
     old = {p.pid for p in replica_processes(server)}
     marks = {}
 
@@ -198,7 +189,7 @@ def _metric(server: ServerProcess, name: str) -> float:
 
 
 def test_sigterm_with_requests_in_flight_completes_them_then_no_ray_process_is_left(server):
-    _wait(lambda: len(replica_processes(server)) == 2 and _ready(server), "two ready replicas")
+    wait_until(lambda: len(replica_processes(server)) == 2 and _ready(server), "two ready replicas")
     tree = descendants(server)
     assert len(tree) >= 5  # gcs, raylet, the Ray agents, the Serve controller, the replicas
     session_marker = f"_{server.proc.pid}/"  # Ray's session directory ends with the driver's pid
